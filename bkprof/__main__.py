@@ -1,0 +1,3 @@
+from bkprof.cli import run
+
+run()

@@ -1,0 +1,41 @@
+"""One-line errors with exit code 2 for every bad input, from the option parser or from the library."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+import typer.core
+
+BAD_INPUT = 2
+
+
+class BadInput(Exception):
+    """Input the library rejected; printed as one line naming the bad value, exit 2."""
+
+
+def _say(message: str) -> None:
+    print(f"bkprof: error: {message}", file=sys.stderr)
+
+
+class OneLineErrors(typer.core.TyperGroup):
+    """Typer prints usage boxes for bad options; bkprof prints one line naming the bad value."""
+
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except BadInput as error:
+            _say(str(error))
+            sys.exit(BAD_INPUT)
+        except typer.Abort:
+            _say("aborted")
+            sys.exit(1)
+        except Exception as error:
+            # click's UsageError / BadParameter (vendored by newer typer, imported by older)
+            if not hasattr(error, "format_message") or not hasattr(error, "exit_code"):
+                raise
+            if error.format_message():  # empty for a bare `bkprof`, which has just printed its help
+                _say(error.format_message())
+            sys.exit(error.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,5 @@
+"""The BK-Core: the diagonal of a tridiagonal resolvent, G_ii = [(T - zI)^-1]_ii."""
+
+from bkprof.core.resolvent import BACKENDS, available_backends, resolve_backend, tridiag_resolvent_diagonal
+
+__all__ = ["BACKENDS", "available_backends", "resolve_backend", "tridiag_resolvent_diagonal"]

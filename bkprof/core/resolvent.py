@@ -1,0 +1,115 @@
+"""Public entry point of the BK-Core: validation, backend choice, dtype handling."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from bkprof.core import sweeps
+
+_COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A way to run the two sweeps; `available(device)` says whether it can run there."""
+
+    name: str
+    sweeps: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    available: Callable[[torch.device], bool]
+    description: str
+
+
+BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(backend: Backend) -> None:
+    BACKENDS[backend.name] = backend
+
+
+register_backend(Backend("reference", sweeps.reference_sweeps, lambda device: True,
+                         "sequential sweeps, one position per step (O(N) launches)"))
+register_backend(Backend("vectorized", sweeps.scan_sweeps, lambda device: True,
+                         "log-depth scan of normalised 2x2 Moebius matrices (pure PyTorch)"))
+
+# Preferred first: `auto` takes the first of these that is available on the input's device.
+AUTO_ORDER = ["triton", "vectorized"]
+
+
+def available_backends(device: torch.device | str = "cpu") -> list[str]:
+    device = torch.device(device)
+    return [name for name, backend in BACKENDS.items() if backend.available(device)]
+
+
+def resolve_backend(name: str, device: torch.device | str = "cpu") -> Backend:
+    """The backend `name` stands for on `device`; ValueError when it is unknown or cannot run there."""
+    device = torch.device(device)
+    if name == "auto":
+        for candidate in AUTO_ORDER:
+            if candidate in BACKENDS and BACKENDS[candidate].available(device):
+                return BACKENDS[candidate]
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {['auto', *BACKENDS]}, got {name!r}")
+    if not BACKENDS[name].available(device):
+        raise ValueError(f"backend {name!r} is not available on device {device.type!r}")
+    return BACKENDS[name]
+
+
+def tridiag_resolvent_diagonal(
+    diag: torch.Tensor,
+    upper: torch.Tensor,
+    lower: torch.Tensor,
+    z: complex = 1j,
+    *,
+    backend: str = "auto",
+    check_finite: bool = True,
+) -> torch.Tensor:
+    """The diagonal of (T - zI)^-1 for the tridiagonal T = tridiag(lower, diag, upper).
+
+    diag has shape (N,) or (B, N); upper (super-diagonal) and lower (sub-diagonal) have shape
+    (N-1,) or (B, N-1). Returns complex64 for float32 input and complex128 for float64, with the
+    shape of diag. `check_finite=False` skips the finiteness check (a device sync on GPU).
+    """
+    _validate(diag, upper, lower, z, check_finite)
+    unbatched = diag.dim() == 1
+    if unbatched:
+        diag, upper, lower = diag[None], upper[None], lower[None]
+    chosen = resolve_backend(backend, diag.device)
+    cdtype = _COMPLEX_OF[diag.dtype]
+    alpha = diag.to(cdtype) - z
+    k = (upper * lower).to(cdtype)
+    g = chosen.sweeps(alpha, k)
+    return g[0] if unbatched else g
+
+
+def _validate(diag, upper, lower, z, check_finite: bool) -> None:
+    named = {"diag": diag, "upper": upper, "lower": lower}
+    for name, value in named.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        if value.dtype not in _COMPLEX_OF:
+            raise ValueError(f"{name} must be float32 or float64, got {value.dtype}")
+    if diag.dim() not in (1, 2):
+        raise ValueError(f"diag must have shape (N,) or (B, N), got {tuple(diag.shape)}")
+    n = diag.shape[-1]
+    if n == 0:
+        raise ValueError("diag must hold at least one position (N >= 1), got N = 0")
+    expected = (*diag.shape[:-1], n - 1)
+    for name in ("upper", "lower"):
+        value = named[name]
+        if tuple(value.shape) != expected:
+            raise ValueError(f"{name} must have shape {expected} to match diag {tuple(diag.shape)}, "
+                             f"got {tuple(value.shape)}")
+        if value.dtype != diag.dtype:
+            raise ValueError(f"{name} has dtype {value.dtype} but diag has {diag.dtype}")
+        if value.device != diag.device:
+            raise ValueError(f"{name} is on {value.device} but diag is on {diag.device}")
+    if not isinstance(z, (int, float, complex)) or not math.isfinite(abs(complex(z))):
+        raise ValueError(f"z must be a finite number, got {z!r}")
+    if check_finite:
+        for name, value in named.items():
+            if not bool(torch.isfinite(value).all()):
+                raise ValueError(f"{name} contains non-finite values (NaN or Inf)")

@@ -1,0 +1,27 @@
+"""What every bkprof command produces: one JSON document and the tables a person reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+FORMATS = ("table", "json", "csv", "markdown")
+
+
+@dataclass
+class Table:
+    """A titled pandas DataFrame; `formats` maps a column to a format string such as "{:,.0f}"."""
+
+    title: str
+    frame: Any
+    formats: dict[str, str] = field(default_factory=dict)
+    caption: str = ""
+
+
+@dataclass
+class Report:
+    """`payload` is the JSON document; `tables` are shown in order; `results` is the CSV table."""
+
+    payload: dict
+    tables: list[Table]
+    results: Table

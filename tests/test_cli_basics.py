@@ -1,0 +1,26 @@
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from bkprof import __version__
+from bkprof.cli import app
+
+runner = CliRunner()
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"bkprof {__version__}"
+
+
+def test_help_loads_no_heavy_library():
+    code = "import sys, bkprof.cli; print(sorted(m for m in ('torch', 'pandas', 'fvcore') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_unknown_option_is_one_line_exit_2():
+    result = subprocess.run([sys.executable, "-m", "bkprof", "--bogus"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["bkprof: error: No such option: --bogus"]
