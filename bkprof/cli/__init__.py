@@ -37,3 +37,8 @@ def main(
 
 def run() -> None:
     app()
+
+
+# Each command lives in its own module and registers itself on `app`; importing them is cheap
+# because they import torch, fvcore and pandas only inside the command functions.
+from bkprof.cli import commands  # noqa: E402,F401

@@ -10,15 +10,19 @@ import torch
 
 from bkprof.core import sweeps
 
-_COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+_FLOAT_DTYPES = (torch.float32, torch.float64)
 
 
 @dataclass(frozen=True)
 class Backend:
-    """A way to run the two sweeps; `available(device)` says whether it can run there."""
+    """A way to compute G_ii; `available(device)` says whether it can run there.
+
+    `run(diag, k, z)` takes the real diagonal (B, N), the real couplings k = upper * lower (B, N-1)
+    and the complex shift z, and returns the complex G_ii (B, N) of diag's precision.
+    """
 
     name: str
-    sweeps: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    run: Callable[[torch.Tensor, torch.Tensor, complex], torch.Tensor]
     available: Callable[[torch.device], bool]
     description: str
 
@@ -77,11 +81,7 @@ def tridiag_resolvent_diagonal(
     unbatched = diag.dim() == 1
     if unbatched:
         diag, upper, lower = diag[None], upper[None], lower[None]
-    chosen = resolve_backend(backend, diag.device)
-    cdtype = _COMPLEX_OF[diag.dtype]
-    alpha = diag.to(cdtype) - z
-    k = (upper * lower).to(cdtype)
-    g = chosen.sweeps(alpha, k)
+    g = resolve_backend(backend, diag.device).run(diag, upper * lower, z)
     return g[0] if unbatched else g
 
 
@@ -90,7 +90,7 @@ def _validate(diag, upper, lower, z, check_finite: bool) -> None:
     for name, value in named.items():
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-        if value.dtype not in _COMPLEX_OF:
+        if value.dtype not in _FLOAT_DTYPES:
             raise ValueError(f"{name} must be float32 or float64, got {value.dtype}")
     if diag.dim() not in (1, 2):
         raise ValueError(f"diag must have shape (N,) or (B, N), got {tuple(diag.shape)}")

@@ -13,14 +13,21 @@ from __future__ import annotations
 import torch
 
 
+def complex_chain(diag: torch.Tensor, k: torch.Tensor, z: complex) -> tuple[torch.Tensor, torch.Tensor]:
+    """alpha = diag - z and k as complex tensors of the precision that matches the input."""
+    cdtype = torch.complex128 if diag.dtype == torch.float64 else torch.complex64
+    return diag.to(cdtype) - z, k.to(cdtype)
+
+
 def combine(left: torch.Tensor, right: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """G_ii from the left ratios d, the right ratios e and the couplings k (all batched, last dim N)."""
     inner = left[..., :-1] - k / right[..., 1:]
     return torch.cat([inner, left[..., -1:]], dim=-1).reciprocal()
 
 
-def reference_sweeps(alpha: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+def reference_sweeps(diag: torch.Tensor, k: torch.Tensor, z: complex) -> torch.Tensor:
     """One position at a time, as the recursions read: the baseline every backend is checked against."""
+    alpha, k = complex_chain(diag, k, z)
     n = alpha.shape[-1]
     left = [alpha[:, 0]]
     for i in range(1, n):
@@ -31,8 +38,9 @@ def reference_sweeps(alpha: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return combine(torch.stack(left, dim=-1), torch.stack(right[::-1], dim=-1), k)
 
 
-def scan_sweeps(alpha: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+def scan_sweeps(diag: torch.Tensor, k: torch.Tensor, z: complex) -> torch.Tensor:
     """Both sweeps as one log-depth scan (the right sweep is the left sweep of the reversed chain)."""
+    alpha, k = complex_chain(diag, k, z)
     rows = alpha.shape[0]
     ratios = continued_fraction_scan(torch.cat([alpha, alpha.flip(-1)]), torch.cat([k, k.flip(-1)]))
     return combine(ratios[:rows], ratios[rows:].flip(-1), k)
