@@ -19,12 +19,16 @@ class Backend:
 
     `run(diag, k, z)` takes the real diagonal (B, N), the real couplings k = upper * lower (B, N-1)
     and the complex shift z, and returns the complex G_ii (B, N) of diag's precision.
+    `kernel_flops(rows, n)`, for a backend that runs as one opaque custom op, is the real FLOPs
+    that op executes (the op counter and the analytic model both use it); None for backends
+    made of aten ops, which the op counter sees one by one.
     """
 
     name: str
     run: Callable[[torch.Tensor, torch.Tensor, complex], torch.Tensor]
     available: Callable[[torch.device], bool]
     description: str
+    kernel_flops: Callable[[int, int], int] | None = None
 
 
 BACKENDS: dict[str, Backend] = {}
