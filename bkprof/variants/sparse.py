@@ -102,6 +102,31 @@ class CubicInterpolator(nn.Module):
 INTERPOLATORS = {"learned": LearnedInterpolator, "linear": LinearInterpolator, "cubic": CubicInterpolator}
 
 
+class ImportanceMask(nn.Module):
+    """The mask from the importance scores, and the sparsity it gives (1 - mean of the mask)."""
+
+    def __init__(self, c: LayerConfig):
+        super().__init__()
+        self.kept = kept_positions(c.n_seq, c.sparsity)
+        self.tau = c.tau
+
+    def forward(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = importance_mask(scores, self.kept, self.tau, self.training)
+        return mask, 1 - mask.mean()
+
+
+class Interpolation(nn.Module):
+    """Exact features where the mask keeps them, the interpolator's estimate elsewhere."""
+
+    def __init__(self, c: LayerConfig):
+        super().__init__()
+        self.method = INTERPOLATORS[c.interp]()
+
+    def forward(self, exact: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        kept = exact * mask[..., None]
+        return kept + self.method(kept, mask) * (1 - mask)[..., None]
+
+
 class SparseLayer(DenseLayer):
     """Dense, with G_ii kept at the masked positions and interpolated elsewhere.
 
@@ -112,15 +137,11 @@ class SparseLayer(DenseLayer):
     def __init__(self, c: LayerConfig):
         super().__init__(c)
         self.importance = ImportancePredictor(c)
-        self.interpolator = INTERPOLATORS[c.interp]()
-        self.kept = kept_positions(c.n_seq, c.sparsity)
-        self.tau = c.tau
+        self.mask = ImportanceMask(c)
+        self.interpolation = Interpolation(c)
 
     def spectral_features(self, x: torch.Tensor, ffn_out: torch.Tensor) -> tuple[torch.Tensor, dict]:
         exact, _ = super().spectral_features(x, ffn_out)
         scores = self.importance(x)
-        mask = importance_mask(scores, self.kept, self.tau, self.training)
-        kept = exact * mask[..., None]
-        estimate = self.interpolator(kept, mask)
-        features = kept + estimate * (1 - mask)[..., None]
-        return features, {"mask": mask, "sparsity": 1 - mask.mean(), "importance": scores}
+        mask, sparsity = self.mask(scores)
+        return self.interpolation(exact, mask), {"mask": mask, "sparsity": sparsity, "importance": scores}
