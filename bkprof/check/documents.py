@@ -1,0 +1,79 @@
+"""The documents metrics are read from: the current ones, and the baseline they are compared with.
+
+Documents are kept as plain JSON ({"flops": ..., "profile": ...}), the current ones included, so a
+baseline read back from disk compares exactly with the document that was written into it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bkprof.check.config import FlopsSource, Thresholds
+from bkprof.check.errors import ThresholdError
+from bkprof.check.metrics import SOURCES
+
+
+def current_documents(flops: FlopsSource, profile: str | Path | None = None) -> dict:
+    """{"flops": the `bkprof flops --format json` document, "profile": the report at `profile`}."""
+    from bkprof.flops import flops_report
+    from bkprof.variants.config import VARIANTS, LayerConfig
+
+    variants = list(flops.variants or VARIANTS)
+    document = flops_report(flops.config or LayerConfig(), variants, batch=flops.batch, backward=flops.backward)
+    documents = {"flops": _plain_json(document)}
+    if profile is not None:
+        documents["profile"] = _read_json(Path(profile), "profile report")
+    return documents
+
+
+def load_baseline(thresholds: Thresholds, documents: dict, path: Path | None) -> dict | None:
+    """The baseline documents when an entry compares against them (its `rel`), else None."""
+    needing = [e for e in thresholds.entries if e.rel is not None and e.source in documents]
+    if not needing:
+        return None
+    first = needing[0].metric
+    if path is None:
+        raise ThresholdError(f"threshold {first}: rel needs a baseline; set baseline = \"PATH\" in {thresholds.origin} or pass --baseline")
+    if not path.is_file():
+        raise ThresholdError(f"threshold {first}: baseline file {path} does not exist; create it with bkprof check --update-baseline")
+    baseline = _read_json(path, "baseline file")
+    if not isinstance(baseline, dict) or not any(source in baseline for source in SOURCES):
+        raise ThresholdError(f"baseline file {path} is not a bkprof check baseline (no {' or '.join(SOURCES)} document)")
+    _same_flops_config(baseline, documents, path)
+    return baseline
+
+
+def write_baseline(path: Path, documents: dict) -> Path:
+    """Replace the baseline with `documents`, whole or not at all."""
+    from bkprof.report import write_atomic
+
+    return write_atomic(path, json.dumps(documents, indent=2) + "\n")
+
+
+def _same_flops_config(baseline: dict, documents: dict, path: Path) -> None:
+    """Relative tolerances mean nothing between documents computed for different layers."""
+    old = baseline.get("flops", {}).get("config")
+    new = documents.get("flops", {}).get("config")
+    if old is not None and new is not None and old != new:
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        first = changed[0]
+        raise ThresholdError(
+            f"baseline file {path} was made for another flops config ({first}: {old.get(first)!r} -> {new.get(first)!r});"
+            " rerun with --update-baseline"
+        )
+
+
+def _plain_json(document: dict) -> dict:
+    from bkprof.report import Report, render
+
+    return json.loads(render(Report(payload=document, tables=[], results=None), "json"))
+
+
+def _read_json(path: Path, what: str):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ThresholdError(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ThresholdError(f"{what} {path} is not readable JSON: {error}") from None

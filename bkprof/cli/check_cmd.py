@@ -1,0 +1,64 @@
+"""`bkprof check`: compare report metrics with thresholds; exit 0 all pass, 1 any fails, 2 bad configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from bkprof.cli import app
+from bkprof.cli.errors import BadInput
+from bkprof.cli.options import Format, FormatOpt, Output
+
+ThresholdsOpt = Annotated[Optional[Path], typer.Option(
+    "--thresholds", help="TOML file of thresholds (default: the tool.bkprof.thresholds table of the nearest pyproject.toml).")]
+BaselineOpt = Annotated[Optional[Path], typer.Option(
+    "--baseline", help="Baseline document for `rel` thresholds (default: the table's `baseline` key).")]
+ProfileOpt = Annotated[Optional[Path], typer.Option(
+    "--profile", help="A `bkprof profile --format json` report for profile.* metrics (skipped without one).")]
+JunitOpt = Annotated[Optional[Path], typer.Option("--junit", help="Also write JUnit XML here, one testcase per metric.")]
+UpdateOpt = Annotated[bool, typer.Option(
+    "--update-baseline", help="Rewrite the baseline (atomically) with the current documents, then check against it.")]
+
+
+@app.command("check")
+def check(
+    thresholds: ThresholdsOpt = None,
+    baseline: BaselineOpt = None,
+    profile: ProfileOpt = None,
+    junit: JunitOpt = None,
+    update_baseline: UpdateOpt = False,
+    format: FormatOpt = Format.table,
+    output: Output = None,
+) -> None:
+    """Fail the build when a FLOPs or profile number crosses its threshold or drifts from the baseline."""
+    from bkprof.check import check_report, failures, junit_xml
+    from bkprof.report import emit, write_atomic
+
+    outcomes, used = _outcomes(thresholds, baseline, profile, update_baseline)
+    if junit is not None:
+        write_atomic(junit, junit_xml(outcomes))
+    emit(check_report(outcomes, *used), format.value, output)
+    if failures(outcomes):
+        raise typer.Exit(1)
+
+
+def _outcomes(thresholds_path, baseline_path, profile, update_baseline):
+    """The outcomes and (thresholds origin, baseline path, profile path); bad configuration is exit 2."""
+    from bkprof.check import (ThresholdError, compare, current_documents, find_thresholds, load_baseline,
+                              load_thresholds, write_baseline)
+
+    try:
+        thresholds = load_thresholds(thresholds_path or find_thresholds())
+        baseline_path = baseline_path or thresholds.baseline
+        if update_baseline and baseline_path is None:
+            raise ThresholdError(f"--update-baseline needs a baseline path: set baseline = \"PATH\" in {thresholds.origin} or pass --baseline")
+        documents = current_documents(thresholds.flops, profile)
+        reference = documents if update_baseline else load_baseline(thresholds, documents, baseline_path)
+        outcomes = compare(thresholds.entries, documents, reference)
+    except ThresholdError as error:
+        raise BadInput(str(error)) from None
+    if update_baseline:  # only once every metric path resolved, so a bad entry leaves the old baseline alone
+        write_baseline(baseline_path, documents)
+    return outcomes, (thresholds.origin, baseline_path, str(profile) if profile else None)
