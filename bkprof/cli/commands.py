@@ -1,3 +1,2 @@
 """Imports every command module so that each registers itself on the app."""
 from bkprof.cli import check_cmd  # noqa: F401
-from bkprof.cli import profile_cmd  # noqa: E402,F401
