@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 from bkprof.check.config import Entry
 from bkprof.check.errors import ThresholdError
-from bkprof.check.metrics import MetricError, metric_value
+from bkprof.check.metrics import MetricError, metric_value, number
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 
@@ -67,9 +67,9 @@ def _value(entry: Entry, documents: dict, where: str) -> float:
 def _broken_bounds(entry: Entry, current: float, baseline: float | None) -> list[str]:
     broken = []
     if entry.min is not None and current < entry.min:
-        broken.append(f"{current:.6g} < min {entry.min:g}")
+        broken.append(f"{number(current)} < min {number(entry.min)}")
     if entry.max is not None and current > entry.max:
-        broken.append(f"{current:.6g} > max {entry.max:g}")
+        broken.append(f"{number(current)} > max {number(entry.max)}")
     if baseline is not None and abs(current - baseline) > entry.rel * abs(baseline):
-        broken.append(f"moved {current - baseline:+.6g} from baseline {baseline:.6g} (allowed ± {entry.rel * abs(baseline):.6g})")
+        broken.append(f"moved {current - baseline:+.12g} from baseline {number(baseline)} (allowed ± {number(entry.rel * abs(baseline))})")
     return broken

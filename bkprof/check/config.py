@@ -29,7 +29,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from bkprof.check.errors import ThresholdError
-from bkprof.check.metrics import SOURCES
+from bkprof.check.metrics import SOURCES, number
 
 BOUNDS = ("min", "max", "rel")
 TABLE_KEYS = ("baseline", "flops", "metrics")
@@ -52,11 +52,11 @@ class Entry:
     def describe(self) -> str:
         parts = []
         if self.min is not None:
-            parts.append(f">= {self.min:g}")
+            parts.append(f">= {number(self.min)}")
         if self.max is not None:
-            parts.append(f"<= {self.max:g}")
+            parts.append(f"<= {number(self.max)}")
         if self.rel is not None:
-            parts.append(f"rel <= {self.rel:g}")
+            parts.append(f"rel <= {number(self.rel)}")
         return ", ".join(parts)
 
     def bounds(self) -> dict:
@@ -159,9 +159,9 @@ def _entry(metric: str, bounds: dict) -> Entry:
             raise ThresholdError(f"threshold {metric}: {key} must be a finite number, got {value!r}")
     entry = Entry(metric, **{k: float(v) for k, v in bounds.items()})
     if entry.min is not None and entry.max is not None and entry.min > entry.max:
-        raise ThresholdError(f"threshold {metric}: min {entry.min:g} > max {entry.max:g}")
+        raise ThresholdError(f"threshold {metric}: min {number(entry.min)} > max {number(entry.max)}")
     if entry.rel is not None and entry.rel < 0:
-        raise ThresholdError(f"threshold {metric}: rel must be >= 0, got {entry.rel:g}")
+        raise ThresholdError(f"threshold {metric}: rel must be >= 0, got {number(entry.rel)}")
     return entry
 
 

@@ -15,6 +15,11 @@ class MetricError(LookupError):
     """A path that does not lead to a number in the document; the message says where it stops."""
 
 
+def number(value: float) -> str:
+    """A metric value or bound in text: 12 significant digits, enough for whole FLOP counts and ratios."""
+    return f"{value:.12g}"
+
+
 def metric_value(documents: dict, metric: str) -> float:
     """The number at `metric` in `documents` ({"flops": {...}, "profile": {...}})."""
     node = documents

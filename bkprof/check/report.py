@@ -7,7 +7,8 @@ from pathlib import Path
 from bkprof.check.compare import FAIL, PASS, SKIP, Outcome
 
 COLUMNS = ["metric", "threshold", "baseline", "current", "delta", "rel delta", "status"]
-FORMATS = {"baseline": "{:,.6g}", "current": "{:,.6g}", "delta": "{:+,.4g}", "rel delta": "{:+.3%}"}
+# 12 significant digits: whole FLOP counts in full, ratios to the precision their thresholds use
+FORMATS = {"baseline": "{:,.12g}", "current": "{:,.12g}", "delta": "{:+,.12g}", "rel delta": "{:+.3%}"}
 
 
 def check_report(outcomes: list[Outcome], origin: str, baseline: Path | None, profile: str | None):
