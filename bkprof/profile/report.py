@@ -1,0 +1,133 @@
+"""The `bkprof profile` report: the JSON document, the results table and the top-operator tables."""
+
+from __future__ import annotations
+
+import torch
+
+from bkprof.profile.memory import CPU_MEMORY_NOTE
+from bkprof.profile.ops import PROFILED_RUNS
+from bkprof.profile.runner import COLUMNS, ProfileResult, ProfileSettings
+from bkprof.profile.steps import INPUT_POOL, OPTIMIZER
+from bkprof.profile.timing import L2_FLUSH_BYTES
+from bkprof.report import Report, Table
+from bkprof.variants import LayerConfig
+
+_SHOWN = {  # results column -> (heading, format) in the table a person reads; runs and status are in the caption and note
+    "variant": ("variant", None),
+    "mode": ("mode", None),
+    "median_ms": ("median ms", "{:,.3f}"),
+    "spread": ("p10–p90 ms", None),
+    "tokens_per_s": ("tokens/s", "{:,.0f}"),
+    "gflop_per_s": ("GFLOP/s", "{:,.1f}"),
+    "bk_core_share": ("BK-Core", "{:.1%}"),
+    "time_vs_dense": ("time ÷ dense", "{:.2f}×"),
+    "flops_vs_dense": ("FLOPs ÷ dense", "{:.2f}×"),
+    "peak_mib": ("peak MiB", "{:,.1f}"),
+    "graph_ms": ("graph ms", "{:,.3f}"),
+    "bk_core_graph_ms": ("BK-Core graph ms", "{:,.3f}"),
+    "note": ("note", None),
+}
+
+
+def environment(device: torch.device, backend: str) -> dict:
+    """What ran the measurement: the device, the resolved BK-Core backend, library versions."""
+    device = torch.device(device)
+    on_cuda = device.type == "cuda"
+    return {
+        "device": device.type,
+        "device_name": torch.cuda.get_device_name(device) if on_cuda else "cpu",
+        "backend": backend,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if on_cuda else None,
+        "cpu_threads": torch.get_num_threads(),
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32 if on_cuda else None,
+    }
+
+
+def method(settings: ProfileSettings) -> dict:
+    on_cuda = settings.device.type == "cuda"
+    return {
+        "batch": settings.batch,
+        "modes": list(settings.modes),
+        "warmup_runs": settings.warmup,
+        "timed_runs": settings.runs,
+        "clock": "CUDA events around each run" if on_cuda else "time.perf_counter around each run",
+        "l2_flush": f"{L2_FLUSH_BYTES // 2**20} MiB buffer zeroed before each timed run" if on_cuda else None,
+        "inputs": f"{INPUT_POOL} pre-generated standard-normal inputs (seed {settings.seed}), rotated run by run",
+        "dtype": "float32",
+        "optimizer": OPTIMIZER,
+        "train_loss": "mean(out^2)",
+        "bk_core_share": "the BK-Core module timed alone on the potentials v the layer fed it, same mode; "
+                         "alone, so the CPU timer and the CUDA events time it the same way and no hook "
+                         "synchronises inside the layer's timed runs",
+        "memory": "torch.cuda.max_memory_allocated after reset_peak_memory_stats, per row" if on_cuda
+                  else CPU_MEMORY_NOTE,
+        "graphs": settings.graphs,
+        "profiled_runs_for_ops": PROFILED_RUNS if (settings.ops or settings.trace_dir) else 0,
+    }
+
+
+def profile_report(result: ProfileResult, config: LayerConfig, settings: ProfileSettings, env: dict) -> Report:
+    payload = {
+        "command": "profile",
+        "config": config.as_dict(),
+        "environment": env,
+        "method": method(settings),
+        "columns": COLUMNS,
+        "rows": [_plain(row) for row in result.frame.to_dict("records")],
+        "ops": result.ops,
+        "failed": result.failed,
+    }
+    tables = [_results_table(result, settings, env)] + [_ops_table(key, ops, settings) for key, ops in result.ops.items()]
+    return Report(payload=payload, tables=tables, results=Table("results", result.frame))
+
+
+def _results_table(result: ProfileResult, settings: ProfileSettings, env: dict) -> Table:
+    frame = result.frame.copy()
+    frame["spread"] = [_spread(p10, p90) for p10, p90 in zip(frame["p10_ms"], frame["p90_ms"])]
+    shown = [c for c in _SHOWN if settings.graphs or c not in ("graph_ms", "bk_core_graph_ms")]
+    frame = frame[shown].rename(columns={c: _SHOWN[c][0] for c in shown})
+    formats = {_SHOWN[c][0]: _SHOWN[c][1] for c in shown if _SHOWN[c][1]}
+    caption = (f"{env['device_name']}, BK-Core backend {env['backend']}, batch {settings.batch}, float32; "
+               f"{settings.warmup} warm-up + {settings.runs} timed runs per row. Times are per step for the whole batch; "
+               "train = forward + backward + Adam step. GFLOP/s: analytic FLOPs (2 per multiply-accumulate; train: "
+               "forward + backward, optimizer not counted) over the median. BK-Core: share of the median spent in "
+               "the BK-Core, timed alone on the layer's own potentials.")
+    if settings.device.type != "cuda":
+        caption += f" peak MiB: {CPU_MEMORY_NOTE}."
+    return Table(f"bkprof profile ({env['device']})", frame, formats, caption)
+
+
+def _ops_table(key: str, ops: list[dict], settings: ProfileSettings) -> Table:
+    import pandas as pd
+
+    kind = "device (CUDA kernel)" if settings.device.type == "cuda" else "CPU"
+    frame = pd.DataFrame(ops, columns=["op", "calls_per_run", "self_ms_per_run", "share"])
+    frame.columns = ["op", "calls/run", "self ms/run", "share"]
+    return Table(f"top {len(ops)} ops: {key}", frame, {"calls/run": "{:,.1f}", "self ms/run": "{:,.4f}", "share": "{:.1%}"},
+                 f"self {kind} time per run over {PROFILED_RUNS} profiled runs (torch.profiler); share of all self {kind} time")
+
+
+def _spread(p10, p90) -> str | None:
+    if _missing(p10) or _missing(p90):
+        return None
+    return f"{p10:,.3f}–{p90:,.3f}"
+
+
+def _missing(value) -> bool:
+    import pandas as pd
+
+    return value is None or bool(pd.isna(value))
+
+
+def _plain(row: dict) -> dict:
+    """A JSON-ready row: NaN and pandas' NA become null, numpy scalars become Python numbers."""
+    out = {}
+    for key, value in row.items():
+        if _missing(value):
+            out[key] = None
+        elif hasattr(value, "item"):
+            out[key] = value.item()
+        else:
+            out[key] = value
+    return out

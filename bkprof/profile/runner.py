@@ -1,0 +1,181 @@
+"""Profile each (variant, mode): time, memory and the derived columns, one DataFrame row each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from bkprof.profile.memory import PeakMemory, is_out_of_memory, release
+from bkprof.profile.ops import profile_ops
+from bkprof.profile.steps import MODES, bk_core_inputs, bk_core_step, input_pool, layer_step
+from bkprof.profile.timing import Measurement, Timer
+from bkprof.variants import LayerConfig, build
+
+# The fixed schema of the results, one row per (variant, mode), and what each column means.
+COLUMNS = {
+    "variant": "layer variant",
+    "mode": "forward (eval, no_grad) or train (forward + backward + Adam step)",
+    "status": "ok, or out of memory",
+    "median_ms": "median time of one step over the timed runs, milliseconds, whole batch",
+    "p10_ms": "10th percentile of the step time, milliseconds",
+    "p90_ms": "90th percentile of the step time, milliseconds",
+    "runs": "timed runs (after the untimed warm-up runs)",
+    "tokens_per_s": "batch x n_seq tokens divided by the median step time",
+    "gflop": "analytic FLOPs of one step, whole batch, in GFLOP (2 per multiply-accumulate; "
+             "forward, or forward + backward in train mode; the optimizer step is not counted)",
+    "gflop_per_s": "achieved GFLOP/s: gflop divided by the median step time",
+    "bk_core_ms": "median time of the layer's BK-Core alone on the potentials the layer fed it, "
+                  "same mode (train: forward + backward with respect to v), milliseconds",
+    "bk_core_share": "bk_core_ms / median_ms",
+    "time_vs_dense": "median_ms / dense median_ms, same mode",
+    "flops_vs_dense": "gflop / dense gflop, same mode",
+    "peak_mib": "CUDA: peak memory allocated while the row ran (weights, optimizer state, the input pool, "
+                "activations), MiB; CPU: not measured",
+    "graph_ms": "--graphs: median time of one replay of the step captured as a CUDA graph, milliseconds",
+    "bk_core_graph_ms": "--graphs: the same for the BK-Core alone",
+    "note": "why a column is empty",
+}
+
+TEXT_COLUMNS = ("variant", "mode", "status", "note")
+COLUMN_TYPES = {c: ("str" if c in TEXT_COLUMNS else "Int64" if c == "runs" else "float64") for c in COLUMNS}
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    device: torch.device
+    modes: tuple[str, ...] = MODES
+    batch: int = 8
+    warmup: int = 3
+    runs: int = 20
+    graphs: bool = False
+    ops: int = 0
+    trace_dir: Path | None = None
+    seed: int = 0
+
+
+@dataclass
+class ProfileResult:
+    frame: object  # pandas DataFrame with COLUMNS
+    ops: dict[str, list[dict]] = field(default_factory=dict)  # "variant/mode" -> top operators
+
+    @property
+    def failed(self) -> bool:
+        return bool((self.frame["status"] != "ok").any())
+
+
+def profile_variants(config: LayerConfig, variants: Sequence[str], settings: ProfileSettings,
+                     on_row: Callable[[str, str], None] | None = None) -> ProfileResult:
+    """Profile every variant in every mode of `settings`; `on_row(variant, mode)` is called as each row starts."""
+    import pandas as pd
+
+    timer = Timer(settings.device, settings.warmup, settings.runs)
+    rows, ops = [], {}
+    for name in variants:
+        for mode in settings.modes:
+            if on_row is not None:
+                on_row(name, mode)
+            row, top = _profile_row(name, config, mode, settings, timer)
+            rows.append(row)
+            if top is not None:
+                ops[f"{name}/{mode}"] = top
+    frame = pd.DataFrame(rows, columns=list(COLUMNS)).astype(COLUMN_TYPES)
+    _add_ratios_vs_dense(frame, config, settings)
+    return ProfileResult(frame, ops)
+
+
+class _Row(dict):
+    """A result row filled in as the measurement goes, with the phase it is in (for failure notes)."""
+
+    def __init__(self, variant: str, mode: str):
+        super().__init__({c: None for c in COLUMNS}, variant=variant, mode=mode, status="ok", note="")
+        self.phase = "setup"
+
+    def add_note(self, text: str) -> None:
+        self["note"] = "; ".join(filter(None, [self["note"], text]))
+
+
+def _profile_row(name, config, mode, settings, timer) -> tuple[dict, list[dict] | None]:
+    row = _Row(name, mode)
+    row["gflop"] = analytic_gflop(name, config, settings.batch, mode, settings.device)
+    memory = PeakMemory(settings.device)
+    memory.start()
+    top = None
+    try:
+        top = _measure_row(row, name, config, mode, settings, timer, memory)
+    except Exception as error:  # noqa: BLE001 - only out-of-memory is handled; the rest re-raises
+        if not is_out_of_memory(error):
+            raise
+        row["status"] = "out of memory"
+        row.add_note(f"out of memory during {row.phase}")
+    # the model and its tensors are gone once _measure_row and the exception are
+    release(settings.device)
+    return dict(row), top
+
+
+def _measure_row(row: _Row, name, config, mode, settings: ProfileSettings, timer: Timer,
+                 memory: PeakMemory) -> list[dict] | None:
+    device = settings.device
+    model = build(name, config, seed=settings.seed).to(device)
+    step = layer_step(model, mode)
+    pool = input_pool((settings.batch, config.n_seq, config.d_model), device, settings.seed)
+
+    row.phase = "timing"
+    _fill_timing(row, timer.measure(step, pool), settings.batch * config.n_seq)
+    row["peak_mib"] = memory.peak_mib()
+    if settings.graphs:
+        row.phase = "graph capture"
+        row["graph_ms"] = _graph_ms(row, "layer", timer, step, pool)
+
+    row.phase = "BK-Core timing"
+    cores, potentials = bk_core_inputs(model, pool)
+    core_step = bk_core_step(cores, mode)
+    row["bk_core_ms"] = timer.measure(core_step, potentials).median * 1e3
+    row["bk_core_share"] = row["bk_core_ms"] / row["median_ms"]
+    if settings.graphs:
+        row.phase = "BK-Core graph capture"
+        row["bk_core_graph_ms"] = _graph_ms(row, "BK-Core", timer, core_step, potentials)
+
+    if not (settings.ops or settings.trace_dir):
+        return None
+    row.phase = "torch.profiler"
+    trace = settings.trace_dir / f"{name}-{mode}.json" if settings.trace_dir else None
+    return profile_ops(step, pool, device, settings.ops, trace)
+
+
+def _fill_timing(row: _Row, m: Measurement, tokens: int) -> None:
+    row.update(median_ms=m.median * 1e3, p10_ms=m.p10 * 1e3, p90_ms=m.p90 * 1e3, runs=m.runs,
+               tokens_per_s=tokens / m.median)
+    row["gflop_per_s"] = row["gflop"] / m.median
+
+
+def _graph_ms(row: _Row, what: str, timer: Timer, step, inputs) -> float | None:
+    """The graph-replay median in ms, or None with a note saying why the step could not be captured."""
+    try:
+        return timer.measure_graph(step, inputs).median * 1e3
+    except RuntimeError as error:
+        if is_out_of_memory(error):
+            raise
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        row.add_note(f"{what} graph not capturable: {reason}")
+        torch.cuda.synchronize(timer.device)
+        return None
+
+
+def analytic_gflop(name: str, config: LayerConfig, batch: int, mode: str, device: torch.device) -> float:
+    """The closed-form FLOPs of one step in GFLOP, for the BK-Core backend that runs on `device`."""
+    from bkprof.flops.analytic import analytic_flops
+
+    return analytic_flops(name, config, batch=batch, backward=mode == "train", device=device.type) / 1e9
+
+
+def _add_ratios_vs_dense(frame, config: LayerConfig, settings: ProfileSettings) -> None:
+    for mode in frame["mode"].unique():
+        rows = frame["mode"] == mode
+        dense_gflop = analytic_gflop("dense", config, settings.batch, mode, settings.device)
+        frame.loc[rows, "flops_vs_dense"] = frame.loc[rows, "gflop"] / dense_gflop
+        dense = frame[rows & (frame["variant"] == "dense") & (frame["status"] == "ok")]
+        if len(dense) and dense["median_ms"].notna().all():
+            frame.loc[rows, "time_vs_dense"] = frame.loc[rows, "median_ms"] / dense["median_ms"].iloc[0]
