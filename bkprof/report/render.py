@@ -38,13 +38,15 @@ def _is_numeric(table: Table, column: str) -> bool:
 
 
 def to_rich(table: Table):
+    from rich.markup import escape  # text such as "rows[variant=dense]" is data, not rich markup
     from rich.table import Table as RichTable
 
-    out = RichTable(title=table.title, caption=table.caption or None, title_justify="left", caption_justify="left")
+    out = RichTable(title=escape(table.title), caption=escape(table.caption) if table.caption else None,
+                    title_justify="left", caption_justify="left")
     for column in table.frame.columns:
-        out.add_column(str(column), justify="right" if _is_numeric(table, column) else "left", overflow="fold")
+        out.add_column(escape(str(column)), justify="right" if _is_numeric(table, column) else "left", overflow="fold")
     for row in _rows(table):
-        out.add_row(*row)
+        out.add_row(*map(escape, row))
     return out
 
 
