@@ -29,7 +29,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from bkprof.check.errors import ThresholdError
-from bkprof.check.metrics import SOURCES, number
+from bkprof.check.metrics import SOURCES, MetricError, number, parts
 
 BOUNDS = ("min", "max", "rel")
 TABLE_KEYS = ("baseline", "flops", "metrics")
@@ -47,7 +47,7 @@ class Entry:
 
     @property
     def source(self) -> str:
-        return self.metric.split(".", 1)[0]
+        return parts(self.metric)[0]
 
     def describe(self) -> str:
         parts = []
@@ -149,7 +149,11 @@ def _flatten(table: dict, prefix: tuple[str, ...] = ()):
 
 
 def _entry(metric: str, bounds: dict) -> Entry:
-    if metric.split(".", 1)[0] not in SOURCES or "." not in metric:
+    try:
+        path = parts(metric)
+    except MetricError as error:
+        raise ThresholdError(f"threshold {metric}: {error}") from None
+    if path[0] not in SOURCES or len(path) < 2:
         raise ThresholdError(f"threshold {metric}: the path must start with {' or '.join(s + '.' for s in SOURCES)}")
     _only_known(bounds, BOUNDS, f"threshold {metric}")
     if not bounds:
