@@ -6,7 +6,7 @@ Imports nothing heavy: torch and pandas load only where a document or a table is
 
 from bkprof.check.compare import Outcome, compare, failures
 from bkprof.check.config import Entry, FlopsSource, Thresholds, ThresholdError, find_thresholds, load_thresholds
-from bkprof.check.documents import current_documents, load_baseline, write_baseline
+from bkprof.check.documents import current_documents, load_baseline, profiled_now, write_baseline
 from bkprof.check.junit import junit_xml
 from bkprof.check.metrics import SOURCES, metric_value
 from bkprof.check.report import check_report
@@ -27,5 +27,6 @@ __all__ = [
     "load_baseline",
     "load_thresholds",
     "metric_value",
+    "profiled_now",
     "write_baseline",
 ]

@@ -50,7 +50,7 @@ def failures(outcomes: list[Outcome]) -> list[Outcome]:
 
 def _outcome(entry: Entry, documents: dict, baseline: dict | None) -> Outcome:
     if entry.source not in documents:
-        return Outcome(entry.metric, entry.describe(), None, None, SKIP, f"no {entry.source} report given")
+        return Outcome(entry.metric, entry.describe(), None, None, SKIP, f"no {entry.source} document (--profile PATH, or --run-profile with a CUDA device)")
     current = _value(entry, documents, "")
     before = _value(entry, baseline, "the baseline: ") if entry.rel is not None else None
     broken = _broken_bounds(entry, current, before)

@@ -17,14 +17,39 @@ from bkprof.check.metrics import SOURCES
 def current_documents(flops: FlopsSource, profile: str | Path | None = None) -> dict:
     """{"flops": the `bkprof flops --format json` document, "profile": the report at `profile`}."""
     from bkprof.flops import flops_report
-    from bkprof.variants.config import VARIANTS, LayerConfig
 
-    variants = list(flops.variants or VARIANTS)
-    document = flops_report(flops.config or LayerConfig(), variants, batch=flops.batch, backward=flops.backward)
-    documents = {"flops": _plain_json(document)}
+    config, variants = _layers(flops)
+    documents = {"flops": _plain_json(flops_report(config, variants, batch=flops.batch, backward=flops.backward))}
     if profile is not None:
         documents["profile"] = _read_json(Path(profile), "profile report")
     return documents
+
+
+def profiled_now(flops: FlopsSource, device: str = "cuda") -> dict | None:
+    """The `bkprof profile --format json` document measured now on `device` for the thresholds' layers,
+    with `bkprof profile`'s default settings; None when torch cannot see that device."""
+    import torch
+
+    from bkprof.core.resolvent import resolve_backend
+    from bkprof.profile import ProfileSettings, profile_variants
+    from bkprof.profile.report import environment, profile_report
+
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return None
+    config, variants = _layers(flops)
+    settings = ProfileSettings(device=device)
+    try:
+        env = environment(device, resolve_backend(config.backend, device).name)
+    except ValueError as error:
+        raise ThresholdError(f"cannot profile on {device.type}: {error}") from None
+    return _plain_json(profile_report(profile_variants(config, variants, settings), config, settings, env).payload)
+
+
+def _layers(flops: FlopsSource):
+    from bkprof.variants.config import VARIANTS, LayerConfig
+
+    return flops.config or LayerConfig(), list(flops.variants or VARIANTS)
 
 
 def load_baseline(thresholds: Thresholds, documents: dict, path: Path | None) -> dict | None:

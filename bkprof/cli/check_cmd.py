@@ -17,6 +17,8 @@ BaselineOpt = Annotated[Optional[Path], typer.Option(
     "--baseline", help="Baseline document for `rel` thresholds (default: the table's `baseline` key).")]
 ProfileOpt = Annotated[Optional[Path], typer.Option(
     "--profile", help="A `bkprof profile --format json` report for profile.* metrics (skipped without one).")]
+RunProfileOpt = Annotated[bool, typer.Option(
+    "--run-profile", help="Where torch sees a CUDA device, profile the variants now (bkprof profile's defaults) for profile.* metrics.")]
 JunitOpt = Annotated[Optional[Path], typer.Option("--junit", help="Also write JUnit XML here, one testcase per metric.")]
 UpdateOpt = Annotated[bool, typer.Option(
     "--update-baseline", help="Rewrite the baseline (atomically) with the current documents, then check against it.")]
@@ -27,6 +29,7 @@ def check(
     thresholds: ThresholdsOpt = None,
     baseline: BaselineOpt = None,
     profile: ProfileOpt = None,
+    run_profile: RunProfileOpt = False,
     junit: JunitOpt = None,
     update_baseline: UpdateOpt = False,
     format: FormatOpt = Format.table,
@@ -36,7 +39,9 @@ def check(
     from bkprof.check import check_report, failures, junit_xml
     from bkprof.report import emit, write_atomic
 
-    outcomes, used = _outcomes(thresholds, baseline, profile, update_baseline)
+    if profile is not None and run_profile:
+        raise BadInput("give --profile PATH or --run-profile, not both")
+    outcomes, used = _outcomes(thresholds, baseline, profile, run_profile, update_baseline)
     if junit is not None:
         write_atomic(junit, junit_xml(outcomes))
     emit(check_report(outcomes, *used), format.value, output)
@@ -44,10 +49,10 @@ def check(
         raise typer.Exit(1)
 
 
-def _outcomes(thresholds_path, baseline_path, profile, update_baseline):
+def _outcomes(thresholds_path, baseline_path, profile, run_profile, update_baseline):
     """The outcomes and (thresholds origin, baseline path, profile path); bad configuration is exit 2."""
     from bkprof.check import (ThresholdError, compare, current_documents, find_thresholds, load_baseline,
-                              load_thresholds, write_baseline)
+                              load_thresholds, profiled_now, write_baseline)
 
     try:
         thresholds = load_thresholds(thresholds_path or find_thresholds())
@@ -55,6 +60,10 @@ def _outcomes(thresholds_path, baseline_path, profile, update_baseline):
         if update_baseline and baseline_path is None:
             raise ThresholdError(f"--update-baseline needs a baseline path: set baseline = \"PATH\" in {thresholds.origin} or pass --baseline")
         documents = current_documents(thresholds.flops, profile)
+        measured = profiled_now(thresholds.flops) if run_profile else None
+        if measured is not None:
+            documents["profile"] = measured
+            profile = "measured now (--run-profile)"
         reference = documents if update_baseline else load_baseline(thresholds, documents, baseline_path)
         outcomes = compare(thresholds.entries, documents, reference)
     except ThresholdError as error:
