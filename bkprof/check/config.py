@@ -95,12 +95,20 @@ def load_thresholds(path: str | Path) -> Thresholds:
     path = Path(path)
     document = _read_toml(path)
     table = document.get("tool", {}).get("bkprof", {}).get("thresholds")
-    origin = f"the tool.bkprof.thresholds table of {path}"
+    origin = f"the tool.bkprof.thresholds table of {shown(path)}"
     if table is None:
         if path.name == "pyproject.toml":
-            raise ThresholdError(f"{path} has no [tool.bkprof.thresholds] table; add one or pass --thresholds PATH")
-        table, origin = document, f"thresholds file {path}"
+            raise ThresholdError(f"{shown(path)} has no [tool.bkprof.thresholds] table; add one or pass --thresholds PATH")
+        table, origin = document, f"thresholds file {shown(path)}"
     return _thresholds(table, origin, path.parent)
+
+
+def shown(path: Path) -> Path:
+    """`path` as a person reads it: relative to the working folder when it lies under it."""
+    try:
+        return path.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 def _read_toml(path: Path) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bkprof.check.config import FlopsSource, Thresholds
+from bkprof.check.config import FlopsSource, Thresholds, shown
 from bkprof.check.errors import ThresholdError
 from bkprof.check.metrics import SOURCES
 
@@ -61,10 +61,10 @@ def load_baseline(thresholds: Thresholds, documents: dict, path: Path | None) ->
     if path is None:
         raise ThresholdError(f"threshold {first}: rel needs a baseline; set baseline = \"PATH\" in {thresholds.origin} or pass --baseline")
     if not path.is_file():
-        raise ThresholdError(f"threshold {first}: baseline file {path} does not exist; create it with bkprof check --update-baseline")
+        raise ThresholdError(f"threshold {first}: baseline file {shown(path)} does not exist; create it with bkprof check --update-baseline")
     baseline = _read_json(path, "baseline file")
     if not isinstance(baseline, dict) or not any(source in baseline for source in SOURCES):
-        raise ThresholdError(f"baseline file {path} is not a bkprof check baseline (no {' or '.join(SOURCES)} document)")
+        raise ThresholdError(f"baseline file {shown(path)} is not a bkprof check baseline (no {' or '.join(SOURCES)} document)")
     _same_flops_config(baseline, documents, path)
     return baseline
 
@@ -84,7 +84,7 @@ def _same_flops_config(baseline: dict, documents: dict, path: Path) -> None:
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         first = changed[0]
         raise ThresholdError(
-            f"baseline file {path} was made for another flops config ({first}: {old.get(first)!r} -> {new.get(first)!r});"
+            f"baseline file {shown(path)} was made for another flops config ({first}: {old.get(first)!r} -> {new.get(first)!r});"
             " rerun with --update-baseline"
         )
 
@@ -99,6 +99,6 @@ def _read_json(path: Path, what: str):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ThresholdError(f"{what} {path} does not exist") from None
+        raise ThresholdError(f"{what} {shown(path)} does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ThresholdError(f"{what} {path} is not readable JSON: {error}") from None
+        raise ThresholdError(f"{what} {shown(path)} is not readable JSON: {error}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bkprof.check.compare import FAIL, PASS, SKIP, Outcome
+from bkprof.check.config import shown
 
 COLUMNS = ["metric", "threshold", "baseline", "current", "delta", "rel delta", "status"]
 # 12 significant digits: whole FLOP counts in full, ratios to the precision their thresholds use
@@ -41,6 +42,6 @@ def _caption(outcomes: list[Outcome], counts: dict, origin: str, baseline: Path 
     """The verdict, the reason for each failure or skip (too long for a column), and the sources."""
     lines = [f"{counts[PASS]} pass, {counts[FAIL]} fail, {counts[SKIP]} skipped."]
     lines += [f"{o.status.upper()} {o.metric}: {o.reason}" for o in outcomes if o.status != PASS]
-    lines.append(f"Thresholds: {origin}." + (f" Baseline: {baseline}." if baseline else ""))
+    lines.append(f"Thresholds: {origin}." + (f" Baseline: {shown(baseline)}." if baseline else ""))
     lines.append("Values are in the units of their reports (`bkprof flops` states its FLOPs conventions).")
     return "\n".join(lines)
