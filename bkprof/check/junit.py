@@ -5,6 +5,7 @@ from __future__ import annotations
 from xml.etree import ElementTree
 
 from bkprof.check.compare import FAIL, SKIP, Outcome
+from bkprof.check.metrics import number
 
 
 def junit_xml(outcomes: list[Outcome], suite: str = "bkprof check") -> str:
@@ -25,4 +26,5 @@ def junit_xml(outcomes: list[Outcome], suite: str = "bkprof check") -> str:
 
 
 def _summary(outcome: Outcome) -> str:
-    return f"threshold: {outcome.threshold}; current: {outcome.current!r}; baseline: {outcome.baseline!r}"
+    current, baseline = (number(v) if v is not None else "none" for v in (outcome.current, outcome.baseline))
+    return f"threshold: {outcome.threshold}; current: {current}; baseline: {baseline}"

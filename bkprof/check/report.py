@@ -20,7 +20,7 @@ def check_report(outcomes: list[Outcome], origin: str, baseline: Path | None, pr
         "passed": counts[FAIL] == 0,
         "counts": counts,
         "thresholds": origin,
-        "baseline": str(baseline) if baseline else None,
+        "baseline": str(shown(baseline)) if baseline else None,
         "profile": profile,
         "results": [o.as_dict() for o in outcomes],
     }
