@@ -50,17 +50,14 @@ class Entry:
         return parts(self.metric)[0]
 
     def describe(self) -> str:
-        parts = []
+        bounds = []
         if self.min is not None:
-            parts.append(f">= {number(self.min)}")
+            bounds.append(f">= {number(self.min)}")
         if self.max is not None:
-            parts.append(f"<= {number(self.max)}")
+            bounds.append(f"<= {number(self.max)}")
         if self.rel is not None:
-            parts.append(f"rel <= {number(self.rel)}")
-        return ", ".join(parts)
-
-    def bounds(self) -> dict:
-        return {"min": self.min, "max": self.max, "rel": self.rel}
+            bounds.append(f"rel <= {number(self.rel)}")
+        return ", ".join(bounds)
 
 
 @dataclass(frozen=True)
