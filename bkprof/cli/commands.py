@@ -1,2 +1,4 @@
 """Imports every command module so that each registers itself on the app."""
 from bkprof.cli import check_cmd  # noqa: F401
+from bkprof.cli import profile_cmd  # noqa: F401
+from bkprof.cli import flops_cmd  # noqa: F401

@@ -14,7 +14,7 @@ __all__ = ["INTERPOLATIONS", "VARIANTS", "LayerConfig", "build", "first_problem"
 
 
 def _construct(name: str, c: LayerConfig) -> nn.Module:
-    coarse = c.with_(n_seq=c.coarse_n) if name in ("multiscale", "combined") else c
+    coarse = c.inner_config() if name in ("multiscale", "combined") else c
     if name == "dense":
         return DenseLayer(c)
     if name == "sparse":

@@ -36,6 +36,10 @@ class LayerConfig:
     def coarse_n(self) -> int:
         return self.n_seq // self.downsample
 
+    def inner_config(self) -> "LayerConfig":
+        """The config of the layer that runs at length N/f inside the multi-scale variants."""
+        return replace(self, n_seq=self.coarse_n, downsample=1)
+
     def with_(self, **changes) -> "LayerConfig":
         return replace(self, **changes)
 

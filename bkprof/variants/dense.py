@@ -32,7 +32,8 @@ class MoEFFN(nn.Module):
         out = torch.zeros_like(tokens)
         for e, expert in enumerate(self.experts):
             token, slot = (top_index == e).nonzero(as_tuple=True)
-            out = out.index_add(0, token, expert(tokens[token]) * weights[token, slot, None])
+            # index_put (accumulate) rather than index_add: the latter is ~1000x slower on 2-thread CPUs
+            out = out.index_put((token,), expert(tokens[token]) * weights[token, slot, None], accumulate=True)
         return out.view_as(x), top_index.view(*x.shape[:-1], self.top_k)
 
 

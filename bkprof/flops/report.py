@@ -1,0 +1,67 @@
+"""`bkprof flops`: every accounting of every variant in one document, and the tables that show it."""
+
+from __future__ import annotations
+
+import torch
+
+from bkprof.flops.analytic import analytic_components, analytic_family_totals
+from bkprof.flops.claims import evaluate_claims
+from bkprof.flops.counter import count_flops
+from bkprof.flops.fvcore_count import fvcore_count
+from bkprof.flops.published import published_accounting
+from bkprof.variants import VARIANTS, LayerConfig, build
+
+SEED = 0
+
+
+def conventions_note(batch: int, backward: bool) -> dict:
+    return {
+        "flops": "FLOPs = 2 per multiply-accumulate; elementwise 1 per element; complex ops in real FLOPs "
+                 "(`bkprof flops --conventions`)",
+        "fvcore": "MACs (1 per multiply-accumulate), forward only; ops without an fvcore handle count 0",
+        "pass": "forward + backward (train mode, input requires grad)" if backward else "forward (eval mode)",
+        "per": f"a batch of {batch} sequence(s); published figures are per sequence",
+    }
+
+
+def _input(c: LayerConfig, batch: int) -> torch.Tensor:
+    return torch.randn(batch, c.n_seq, c.d_model, generator=torch.Generator().manual_seed(SEED))
+
+
+def count_variant(name: str, c: LayerConfig, batch: int, backward: bool) -> dict:
+    """The analytic, op-counter and fvcore accounts of one variant."""
+    model = build(name, c, seed=SEED)
+    x = _input(c, batch)
+    counted = count_flops(model, x, backward=backward)
+    fv = fvcore_count(model, x)
+    components = analytic_components(name, c, batch=batch, backward=backward)
+    counted_components = counted.by_component("forward")
+    if backward:
+        counted_components["backward"] = counted.total("backward")
+    return {
+        "analytic_flops": sum(components.values()),
+        "counted_flops": counted.total(),
+        "fvcore_macs": fv.total_macs,
+        "fvcore_matmul_macs": fv.matmul_macs,
+        "fvcore_by_operator": fv.by_operator,
+        "fvcore_unsupported": fv.unsupported,
+        "components": components,
+        "counted_components": {k: counted_components.get(k, 0) for k in components},
+        "families": dict(analytic_family_totals(name, c, batch=batch, backward=backward)),
+        "ops_without_formula": dict(counted.missing),
+    }
+
+
+def flops_report(config: LayerConfig, variants=VARIANTS, *, batch: int = 1, backward: bool = False) -> dict:
+    """The JSON document of `bkprof flops`."""
+    published = published_accounting(config)
+    forward_components = {name: analytic_components(name, config) for name in VARIANTS}
+    return {
+        "config": {"d_model": config.d_model, "n_seq": config.n_seq, "num_experts": config.num_experts,
+                   "top_k": config.top_k, "sparsity": config.sparsity, "downsample": config.downsample,
+                   "batch": batch, "interp": config.interp, "backend": config.backend, "backward": backward},
+        "conventions": conventions_note(batch, backward),
+        "published": published,
+        "variants": {name: count_variant(name, config, batch, backward) for name in variants},
+        "claims": evaluate_claims(published, forward_components),
+    }

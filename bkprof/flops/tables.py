@@ -1,0 +1,123 @@
+"""The tables of `bkprof flops`, built from its JSON document (one data flow: document -> tables)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from bkprof.flops.formulas import conventions
+from bkprof.report import Report, Table
+
+RESULT_COLUMNS = ["variant", "component", "analytic_flops", "counted_flops", "share", "fvcore_macs"]
+TOTAL = "(total)"
+
+
+def _fmt_factor(value: float) -> str:
+    return f"{value:.2f}×"
+
+
+def _fmt_metric(value: float, metric: str) -> str:
+    return f"{value:.1%}" if metric == "fraction" else _fmt_factor(value)
+
+
+def published_tables(doc: dict) -> list[Table]:
+    p, c = doc["published"], doc["config"]
+    s, m = p["sparse_g_ii"], p["multi_scale"]
+    f = c["downsample"]
+    sparse = pd.DataFrame([
+        ("Standard BK-Core", "2·N·10", s["standard"]),
+        ("Importance prediction", "N·d·2", s["importance"]),
+        ("Sparse BK-Core compute", "(1 − s)·standard", s["sparse_compute"]),
+        ("Interpolation", "N·d·2", s["interpolation"]),
+        ("Sparse total", "importance + sparse compute + interpolation", s["sparse_total"]),
+        ("Reduction factor", "standard / sparse compute", _fmt_factor(s["reduction"])),
+    ], columns=["item", "published formula", "value"])
+    multi = pd.DataFrame([
+        ("Standard layer", "N·d²·E/E + 20·N", m["standard"]),
+        ("Multi-scale", f"3·2·N·d + N/{f}·d² + N/{f}·20·(1 − s)", m["multi_scale"]),
+        ("Reduction", "1 − multi-scale / standard", f"{m['reduction']:.1%}"),
+    ], columns=["item", "published formula", "value"])
+    combined = pd.DataFrame([
+        ("Sparse G_ii", "standard / sparse compute", _fmt_factor(s["reduction"])),
+        ("Multi-scale", "1 / (1 − reduction)", _fmt_factor(1 / (1 - m["reduction"]))),
+        ("Combined", "product", _fmt_factor(p["combined"]["reduction"])),
+    ], columns=["item", "published formula", "value"])
+    unit = "FLOPs per sequence, as the source counts them"
+    return [
+        Table(f"Published: learned sparsity for G_ii (N={c['n_seq']}, d={c['d_model']}, s={c['sparsity']}; {unit})",
+              sparse, {"value": "{:,.0f}"}),
+        Table(f"Published: multi-scale processing (N={c['n_seq']} → N/{f}; {unit})", multi, {"value": "{:,.0f}"}),
+        Table("Published: combined", combined),
+    ]
+
+
+def totals_table(doc: dict) -> Table:
+    variants = doc["variants"]
+    dense = variants.get("dense", {}).get("analytic_flops")
+    published_layer = {"dense": doc["published"]["multi_scale"]["standard"],
+                       "multiscale": doc["published"]["multi_scale"]["multi_scale"]}
+    rows = []
+    for name, v in variants.items():
+        rows.append({
+            "variant": name,
+            "published formula": published_layer.get(name),
+            "analytic FLOPs": v["analytic_flops"],
+            "op counter FLOPs": v["counted_flops"],
+            "fvcore MACs": v["fvcore_macs"],
+            "fvcore unsupported ops": sum(v["fvcore_unsupported"].values()),
+            "ops without formula": sum(v["ops_without_formula"].values()),
+            "vs dense (analytic)": dense / v["analytic_flops"] if dense else None,
+        })
+    conv = doc["conventions"]
+    return Table("Totals per variant", pd.DataFrame(rows),
+                 {"published formula": "{:,.0f}", "vs dense (analytic)": "{:.2f}×"},
+                 caption=f"{conv['pass']}; {conv['per']}. FLOPs: 2 per MAC. fvcore: {conv['fvcore']}. "
+                         "vs dense > 1× means fewer FLOPs than dense.")
+
+
+def breakdown_table(doc: dict) -> Table:
+    frame = results_frame(doc)
+    frame = frame[frame["component"] != TOTAL]
+    return Table("Breakdown per component (analytic = op counter)", frame.drop(columns=["fvcore_macs"]),
+                 {"share": "{:.1%}"})
+
+
+def claims_table(doc: dict) -> Table:
+    rows = []
+    for claim in doc["claims"]:
+        reasons = "; ".join(f"{r['component']} {r['share']:.0%}" for r in claim["reasons"][:4])
+        rows.append({
+            "claim": claim["claim"],
+            "published": claim["published"],
+            "its formula here": _fmt_metric(claim["published_formula"], claim["metric"]),
+            "full count": _fmt_metric(claim["full_count"], claim["metric"]),
+            "holds": "yes" if claim["holds"] else "NO",
+            "explained by (share of the counted FLOPs)": reasons,
+        })
+    return Table("Claims: published figure, its own formula, and the full count", pd.DataFrame(rows),
+                 caption="Full count = analytic (equal to the op counter) forward FLOPs at this config. "
+                         "`--format json` gives each component's reason.")
+
+
+def results_frame(doc: dict) -> pd.DataFrame:
+    """One row per (variant, component) plus a total row per variant: the CSV schema."""
+    rows = []
+    for name, v in doc["variants"].items():
+        total = v["analytic_flops"]
+        for component, flops in v["components"].items():
+            rows.append((name, component, flops, v["counted_components"][component], flops / total, None))
+        rows.append((name, TOTAL, total, v["counted_flops"], 1.0, v["fvcore_macs"]))
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def conventions_table() -> Table:
+    return Table("Counting conventions (the op counter's registry)", pd.DataFrame(conventions()),
+                 caption="Ops outside this registry fall back to PyTorch's flop registry (custom kernels), "
+                         "else they are listed as ops without a formula.")
+
+
+def flops_tables(doc: dict, breakdown: bool) -> Report:
+    tables = [*published_tables(doc), totals_table(doc)]
+    if breakdown:
+        tables.append(breakdown_table(doc))
+    tables.append(claims_table(doc))
+    return Report(payload=doc, tables=tables, results=Table("results", results_frame(doc)))

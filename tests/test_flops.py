@@ -1,0 +1,136 @@
+import json
+
+import pytest
+import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from bkprof.flops import analytic_flops, published_accounting
+from bkprof.flops.analytic import analytic_family_totals, forward_families
+from bkprof.flops.counter import count_flops
+from bkprof.flops.fvcore_count import fvcore_count
+from bkprof.flops.report import flops_report
+from bkprof.variants import VARIANTS, LayerConfig, build
+
+
+@st.composite
+def configs(draw, min_half_width=1, min_coarse=2):
+    f = draw(st.integers(1, 4))
+    n = f * draw(st.integers(min_coarse, min_coarse + 9))
+    d = 2 * draw(st.integers(min_half_width, min_half_width + 11))
+    experts = draw(st.integers(1, 4))
+    fields = dict(d_model=d, n_seq=n, num_experts=experts, top_k=draw(st.integers(1, experts)),
+                  sparsity=draw(st.floats(0, 0.8)), downsample=f, interp=draw(st.sampled_from(["learned", "linear", "cubic"])),
+                  dropout=draw(st.sampled_from([0.0, 0.1])), backend=draw(st.sampled_from(["vectorized", "reference"])))
+    try:
+        config = LayerConfig(**fields)
+    except ValueError:
+        assume(False)
+    return config, draw(st.integers(1, 3))
+
+
+def _counted_by_component(result, phase="forward"):
+    out = {}
+    for (p, component, family, _), flops in result.flops.items():
+        if p == phase and flops:
+            out.setdefault(component, {}).setdefault(family, 0)
+            out[component][family] += flops
+    return out
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(configs())
+def test_analytic_equals_counted_forward_per_component(case):
+    config, batch = case
+    for name in VARIANTS:
+        result = count_flops(build(name, config), torch.randn(batch, config.n_seq, config.d_model))
+        assert not result.missing
+        analytic = {k: {f: v for f, v in fam.items() if v} for k, fam in forward_families(name, config, batch=batch).items()}
+        assert _counted_by_component(result) == {k: v for k, v in analytic.items() if v}
+        assert result.total() == analytic_flops(name, config, batch=batch)
+
+
+@settings(max_examples=12, suppress_health_check=[HealthCheck.too_slow])
+@given(configs(min_half_width=8, min_coarse=8))
+def test_backward_matmul_exact_and_total_within_two_percent(case):
+    """Autograd's elementwise work is estimated (2x forward); matmuls must dominate for 2 %: d, N/f >= 16."""
+    config, batch = case
+    for name in VARIANTS:
+        result = count_flops(build(name, config), torch.randn(batch, config.n_seq, config.d_model), backward=True)
+        assert not result.missing
+        families = analytic_family_totals(name, config, batch=batch, backward=True)
+        assert result.total(family="matmul") == families["matmul"]
+        total = analytic_flops(name, config, batch=batch, backward=True)
+        assert abs(total - result.total()) <= 0.02 * result.total()
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_counts_are_the_same_under_no_grad_and_inference_mode(name):
+    config = LayerConfig(d_model=16, n_seq=24, sparsity=0.5)
+    x = torch.randn(2, 24, 16)
+    plain = _counted_by_component(count_flops(build(name, config), x))
+    with torch.no_grad():
+        no_grad = _counted_by_component(count_flops(build(name, config), x))
+    with torch.inference_mode():
+        inference = _counted_by_component(count_flops(build(name, config), x))
+    assert plain == no_grad == inference
+
+
+@pytest.mark.parametrize("interp", ["learned", "linear", "cubic"])
+@pytest.mark.parametrize("name", VARIANTS)
+def test_fvcore_matmul_macs_times_two_equal_analytic_matmul_flops(name, interp):
+    config = LayerConfig(d_model=24, n_seq=36, num_experts=3, top_k=2, downsample=3, interp=interp)
+    count = fvcore_count(build(name, config), torch.randn(2, 36, 24))
+    assert 2 * count.matmul_macs == analytic_family_totals(name, config, batch=2)["matmul"]
+
+
+def test_fvcore_keeps_results_used_only_as_statistics():
+    """The downsample scorer feeds only the returned statistics; a plain jit trace would drop it."""
+    config = LayerConfig(d_model=16, n_seq=16)
+    count = fvcore_count(build("multiscale", config), torch.randn(1, 16, 16))
+    scorer = forward_families("multiscale", config)["downsample_scorer"]["matmul"]
+    assert 2 * count.matmul_macs == analytic_family_totals("multiscale", config)["matmul"]
+    assert scorer > 0
+
+
+def test_published_tables_at_the_defaults_match_the_source():
+    p = published_accounting(LayerConfig())
+    s, m = p["sparse_g_ii"], p["multi_scale"]
+    assert (s["standard"], s["importance"], s["sparse_compute"], s["interpolation"], s["sparse_total"]) == (
+        5120, 65536, 2048, 65536, 133120)
+    assert round(s["reduction"], 2) == 2.50
+    assert (m["standard"], m["multi_scale"]) == (4199424, 2294784)
+    assert round(100 * m["reduction"], 1) == 45.4
+    assert round(p["combined"]["reduction"], 2) == 4.57
+
+
+def test_published_formulas_follow_the_config():
+    p = published_accounting(LayerConfig(d_model=64, n_seq=512, sparsity=0.5, downsample=4, num_experts=2))
+    n, d, s = 512, 64, 0.5
+    assert p["sparse_g_ii"]["standard"] == 2 * n * 10
+    assert p["sparse_g_ii"]["reduction"] == pytest.approx(1 / (1 - s))
+    standard = n * d * d + 20 * n
+    multi = 6 * n * d + n / 4 * d * d + n / 4 * 20 * (1 - s)
+    assert p["multi_scale"]["multi_scale"] == pytest.approx(multi)
+    assert p["multi_scale"]["reduction"] == pytest.approx(1 - multi / standard)
+
+
+def test_report_document_and_claims():
+    doc = flops_report(LayerConfig(d_model=32, n_seq=32), ["dense", "sparse"], batch=2)
+    assert set(doc) >= {"config", "published", "variants", "claims"}
+    assert doc["config"]["batch"] == 2
+    for v in doc["variants"].values():
+        assert v["analytic_flops"] == v["counted_flops"]
+        assert set(v) >= {"fvcore_macs", "fvcore_by_operator", "fvcore_unsupported", "components"}
+        assert not v["ops_without_formula"]
+    sparse_claim = doc["claims"][0]
+    assert sparse_claim["holds"] is False
+    assert {"importance_predictor", "interpolation", "bk_core"} <= {r["component"] for r in sparse_claim["reasons"]}
+    json.dumps(doc)
+
+
+def test_batch_multiplies_per_token_work():
+    config = LayerConfig(d_model=16, n_seq=16)
+    assert analytic_flops("dense", config, batch=3) == 3 * analytic_flops("dense", config)
+    # the pooling softmax of the multi-scale layer runs once per call, not once per sequence
+    assert analytic_flops("multiscale", config, batch=3) < 3 * analytic_flops("multiscale", config)
