@@ -1,7 +1,13 @@
+import json
 import math
 
 import pytest
+from typer.testing import CliRunner
 
+from bkprof.cli import app
+from bkprof.flops import published_accounting
+from bkprof.sweep.published import published_layer_flops, reduction_rows
+from bkprof.variants import LayerConfig
 from bkprof.sweep.axes import MAX_VALUES, parse_axis
 from bkprof.sweep.run import SweepPlan, run_sweep
 from bkprof.sweep.scaling import power_law_exponent, scaling_rows
@@ -81,7 +87,7 @@ def test_scaling_rows_group_by_variant_and_other_axes():
     assert len(fitted) == 4
     for f in fitted:
         assert f["points"] == 3 and f["n_seq_range"] == "64..256"
-        assert f["flops_exponent"] == pytest.approx(2.0 if f["variant"] == "a" else 1.0)
+        assert f["k_flops"] == pytest.approx(2.0 if f["variant"] == "a" else 1.0)
 
 
 # ---- running a sweep ----
@@ -110,3 +116,71 @@ def test_failing_points_do_not_stop_the_sweep():
     assert by["sparse", 128]["error"] == "RuntimeError: out of memory"
     assert by["dense", 128]["error"] is None and by["dense", 128]["n_times_batch"] == 384
     assert by["sparse", 256]["error"] is None and by["sparse", 256]["n_times_batch"] == 768
+
+
+# ---- published figures, reductions, and the command ----
+
+runner = CliRunner()
+TINY = ["--d-model", "16", "--experts", "2"]
+
+
+def test_published_layer_figures_at_the_source_defaults():
+    published = published_accounting(LayerConfig())
+    assert published_layer_flops("dense", published) == 4_199_424
+    assert published_layer_flops("multiscale", published) == 2_294_784
+    assert published_layer_flops("sparse", published) is None and published_layer_flops("combined", published) is None
+
+
+def test_reductions_published_against_full():
+    rows = {r["variant"]: r for r in reduction_rows(LayerConfig(), [0.6])}
+    assert rows["sparse"]["published_reduction"] == pytest.approx(2.5)
+    assert rows["combined"]["published_reduction"] == pytest.approx(4.57, abs=0.01)
+    # the full count: the importance predictor alone costs more than the BK-Core it is meant to thin out
+    assert rows["sparse"]["full_reduction"] < 1 and rows["combined"]["full_reduction"] < 1
+
+
+def test_sweep_command_writes_files_and_keeps_going(tmp_path):
+    result = runner.invoke(app, ["sweep", "--n-seq", "32,64,99,128", *TINY, "--variant", "dense", "--variant", "sparse",
+                                 "--count", "--output-dir", str(tmp_path), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc == json.loads((tmp_path / "sweep.json").read_text())
+    rows = {(r["variant"], r["n_seq"]): r for r in doc["rows"]}
+    assert len(rows) == 8
+    assert rows["sparse", 99]["error"].startswith("invalid config: n_seq=99")
+    ok = [r for r in doc["rows"] if not r["error"]]
+    assert len(ok) == 6 and all(r["counted_flops"] == r["analytic_flops"] for r in ok)
+    for fitted in doc["scaling"]:
+        assert fitted["points"] == 3
+        assert fitted["k_published_flops"] is None or fitted["k_published_flops"] == pytest.approx(1.0)
+        # linear layers, plus the O(N log N) scan of the vectorized BK-Core
+        assert 1.0 <= fitted["k_analytic_flops"] < 1.15
+    csv_lines = (tmp_path / "sweep.csv").read_text().splitlines()
+    assert len(csv_lines) == 9 and csv_lines[0].startswith("variant,n_seq,d_model")
+    assert (tmp_path / "scaling.csv").read_text().startswith("variant,points,n_seq_range")
+
+
+def test_sweep_profile_and_plots(tmp_path):
+    result = runner.invoke(app, ["sweep", "--n-seq", "16,32", *TINY, "--sparsity", "0.5,0.6", "--variant", "sparse",
+                                 "--profile", "--warmup", "0", "--runs", "1", "--plot", str(tmp_path),
+                                 "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["rows"]
+    assert len(rows) == 4 and all(r["median_ms"] > 0 and r["error"] is None for r in rows)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["flops_vs_n.png", "importance_masks.png", "reduction_vs_sparsity.png", "time_vs_n.png"]
+    assert all((tmp_path / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for n in names)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--n-seq", "256:128:2"], "--n-seq '256:128:2': stop 128 is below start 256"),
+    (["--sparsity", "0.4:0.7"], "--sparsity '0.4:0.7': a range is start:stop:step"),
+    (["--device", "cuda"], "--device and --mode need --profile"),
+    (["--profile", "--device", "tpu"], "--device 'tpu'"),
+    (["--runs", "0"], "--runs must be a positive integer"),
+])
+def test_sweep_bad_input_is_one_line_exit_2(args, fragment):
+    result = runner.invoke(app, ["sweep", *args])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bkprof: error: ") and fragment in lines[0]

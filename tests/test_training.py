@@ -172,3 +172,56 @@ def test_scheduler_zero_warmup_starts_at_final():
 def test_scheduler_rejects_bad_settings(kwargs):
     with pytest.raises(ValueError):
         AdaptiveSparsityScheduler(**kwargs)
+
+
+# ---- FLOPs over a schedule, the loss overhead, `bkprof schedule` ----
+
+def test_projection_totals_follow_the_published_formula():
+    from bkprof.training.projection import project_schedule
+
+    config = LayerConfig(d_model=16, n_seq=32, num_experts=2)
+    scheduler = AdaptiveSparsityScheduler(0.2, 0.6, warmup_steps=4, schedule="linear")
+    rows, totals = project_schedule(scheduler, 6, ["sparse", "combined"], config, batch=3, every=2)
+    assert [r["step"] for r in rows if r["variant"] == "sparse"] == [1, 2, 4, 6]
+    targets = [0.3, 0.4, 0.5, 0.6, 0.6, 0.6]
+    # published sparse G_ii path: importance N*d*2 + (1 - s) * 2*N*10 + interpolation N*d*2, per sequence
+    expected = sum(3 * (2 * 32 * 16 * 2 + (1 - s) * 2 * 32 * 10) for s in targets)
+    by = {(t["variant"], t["accounting"]): t for t in totals}
+    assert by["sparse", "published_forward"]["schedule_total"] == pytest.approx(expected)
+    assert by["sparse", "published_forward"]["schedule_vs_fixed"] > 1  # lower sparsity early costs more
+    for variant in ("sparse", "combined"):
+        for accounting in ("full_forward", "full_train"):
+            assert by[variant, accounting]["schedule_total"] == by[variant, accounting]["fixed_total"]
+    assert by["combined", "full_train"]["fixed_total"] > by["combined", "full_forward"]["fixed_total"]
+
+
+def test_loss_overhead_is_measured():
+    from bkprof.training.overhead import loss_overhead
+
+    result = loss_overhead("sparse", LayerConfig(d_model=16, n_seq=32, num_experts=2), batch=2, kind="kl",
+                           warmup=0, runs=2)
+    assert result["forward_ms"] > 0 and result["loss_ms"] > 0
+    assert result["overhead"] == pytest.approx(result["loss_ms"] / result["forward_ms"])
+
+
+def test_schedule_command(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from bkprof.cli import app
+
+    args = ["schedule", "--d-model", "16", "--n-seq", "32", "--experts", "2", "--batch", "2", "--steps", "20",
+            "--warmup", "10", "--schedule", "step", "--stages", "2", "--runs", "2", "--loss", "l1",
+            "--format", "json", "--output", str(tmp_path / "s.json")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "s.json").read_text())
+    targets = [r["sparsity_target"] for r in doc["steps"] if r["variant"] == "sparse"]
+    # steps 1, 2, 4, ..., 20; two plateaus over a 10-step warm-up: 0.2 below step 5, 0.4 below 10, then 0.6
+    assert targets == pytest.approx([0.2, 0.2, 0.2, 0.4, 0.4, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6])
+    assert [(r["variant"], r["loss"]) for r in doc["loss_overhead"]] == [("sparse", "l1"), ("combined", "l1")]
+    bad = CliRunner().invoke(app, ["schedule", "--variant", "dense"])
+    assert bad.exit_code == 2 and "applies to sparse and combined" in bad.stderr
+    bad = CliRunner().invoke(app, ["schedule", "--final-sparsity", "1.0"])
+    assert bad.exit_code == 2 and "sparsity must be in [0, 1), got 1.0" in bad.stderr

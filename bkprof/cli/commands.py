@@ -2,3 +2,5 @@
 from bkprof.cli import check_cmd  # noqa: F401
 from bkprof.cli import profile_cmd  # noqa: F401
 from bkprof.cli import flops_cmd  # noqa: F401
+from bkprof.cli import sweep_cmd  # noqa: F401
+from bkprof.cli import schedule_cmd  # noqa: F401

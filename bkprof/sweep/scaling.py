@@ -41,7 +41,7 @@ def scaling_rows(rows: Iterable[dict], metrics: Sequence[str], group_by: Sequenc
         fitted = {"variant": key[0], **dict(zip(group_by, key[1:])),
                   "points": len(members), f"{x}_range": f"{members[0][x]}..{members[-1][x]}"}
         for metric in metrics:
-            fitted[f"{metric}_exponent"] = power_law_exponent([r[x] for r in members],
-                                                              [r.get(metric) for r in members])
+            fitted[f"k_{metric}"] = power_law_exponent([r[x] for r in members],
+                                                       [r.get(metric) for r in members])
         out.append(fitted)
     return out

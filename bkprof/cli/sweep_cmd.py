@@ -1,0 +1,71 @@
+"""`bkprof sweep`: FLOPs (and, with --profile, time and memory) over the cartesian product of config axes."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+from bkprof.cli import app
+from bkprof.cli.errors import BadInput
+from bkprof.cli.options import Backend, FormatOpt, Format, Output, Variants, positive, variant_names
+from bkprof.cli.profile_cmd import Mode
+
+
+class Preset(str, Enum):
+    ablations = "ablations"
+
+
+def _axis(option: str, example: str):
+    return Annotated[Optional[str], typer.Option(option, help=f"Values: a list or start:stop:step / start:stop:xR, e.g. {example}.")]
+
+
+DEFAULT_N = "256:4096:x2"
+
+
+@app.command("sweep", help="FLOPs for every point of a grid of configs and variants, scaling exponents versus N, "
+                           "plots; with --profile, measured time and memory. A failing point is a row with its error.")
+def sweep(
+    n_seq: _axis("--n-seq", "256,1024,4096 (default 256:4096:x2)") = None,
+    d_model: _axis("--d-model", "64,128,256") = None,
+    experts: _axis("--experts", "2,4,8") = None,
+    top_k: _axis("--top-k", "1,2") = None,
+    sparsity: _axis("--sparsity", "0.4:0.7:0.1") = None,
+    downsample: _axis("--downsample", "2,4") = None,
+    interp: Annotated[Optional[str], typer.Option("--interp", help="Interpolations, e.g. linear,cubic,learned.")] = None,
+    batch: _axis("--batch", "1,8") = None,
+    variants: Variants = None,
+    preset: Annotated[Optional[Preset], typer.Option("--preset", help="ablations: the source's pending ablations "
+                      "(sparsity 0.4-0.7, downsampling 2x/4x, interpolation linear/cubic/learned, N up to 4096); "
+                      "axes given as options replace the preset's.")] = None,
+    train: Annotated[bool, typer.Option("--train", help="Also count forward + backward FLOPs.")] = False,
+    count: Annotated[bool, typer.Option("--count", help="Also count FLOPs while the modules run (op counter; slow at large N).")] = False,
+    profile: Annotated[bool, typer.Option("--profile", help="Measure time and memory of every point.")] = False,
+    device: Annotated[str, typer.Option("--device", help="With --profile: cpu, cuda, cuda:1, ...")] = "cpu",
+    mode: Annotated[Mode, typer.Option("--mode", help="With --profile: forward (eval, no_grad) or train (forward + backward + Adam).")] = Mode.forward,
+    warmup: Annotated[int, typer.Option("--warmup", help="With --profile: untimed runs first.")] = 3,
+    runs: Annotated[int, typer.Option("--runs", help="With --profile: timed runs (the median is reported).")] = 10,
+    backend: Backend = "auto",
+    output_dir: Annotated[Optional[str], typer.Option("--output-dir", help="Save sweep.csv, sweep.json and scaling.csv here.")] = None,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Save PNG plots in this folder.")] = None,
+    fmt: FormatOpt = Format.table,
+    output: Output = None,
+) -> None:
+    from bkprof.sweep.cli_support import build_plan, run_with_progress, save_outputs
+
+    given = {"n_seq": n_seq, "d_model": d_model, "num_experts": experts, "top_k": top_k, "sparsity": sparsity,
+             "downsample": downsample, "interp": interp, "batch": batch}
+    if not profile and (device != "cpu" or mode is not Mode.forward):
+        raise BadInput("--device and --mode need --profile")
+    positive("--runs", runs)
+    if warmup < 0:
+        raise BadInput(f"--warmup must be non-negative, got {warmup}")
+    plan = build_plan(given, variant_names(variants), preset.value if preset else None, backend)
+    settings = {"profile": profile, "device": device, "mode": mode.value, "warmup": warmup, "runs": runs,
+                "train": train, "count": count, "backend": backend, "preset": preset.value if preset else None}
+    report = run_with_progress(plan, settings)
+    save_outputs(report, plan, output_dir, plot)
+    from bkprof.report import emit
+
+    emit(report, fmt.value, output)

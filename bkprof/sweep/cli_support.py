@@ -1,0 +1,165 @@
+"""What `bkprof sweep` does between parsing its options and printing: the plan, progress, files and plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bkprof.cli.errors import BadInput
+from bkprof.report import Report, render, write_atomic
+from bkprof.sweep.axes import AXES, parse_axis
+from bkprof.sweep.run import DEFAULTS, SweepPlan, point_config, run_sweep
+
+PRESETS = {
+    # The first source document's pending ablations: 40/50/60/70 % sparsity, 2x/4x downsampling,
+    # linear/cubic/learned interpolation, long context (N > 1024), plus N = 256 where its tables were made.
+    "ablations": {"n_seq": "256:4096:x2", "sparsity": "0.4:0.7:0.1", "downsample": "2,4",
+                  "interp": "linear,cubic,learned"},
+}
+DEFAULT_AXES = {"n_seq": "256:4096:x2"}
+# The sparsities the reduction plot always shows, besides those swept.
+REDUCTION_GRID = "0:0.9:0.1"
+
+
+def build_plan(given: dict[str, str | None], variants: list[str], preset: str | None, backend: str) -> SweepPlan:
+    """Axes from the preset (or N = 256..4096), replaced by those given; one-line BadInput on a bad value."""
+    texts = dict(PRESETS[preset] if preset else DEFAULT_AXES)
+    texts.update({name: text for name, text in given.items() if text is not None})
+    try:
+        axes = {name: parse_axis(name, texts[name]) for name in AXES if name in texts}
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+    return SweepPlan(axes, variants, config_extra={"backend": backend})
+
+
+def _measures(settings: dict) -> list:
+    from bkprof.sweep.measures import flops_measure, profile_measure
+
+    device = checked_device(settings["device"])
+    measures = [flops_measure(settings["train"], settings["count"], device.type)]
+    if settings["profile"]:
+        measures.append(profile_measure(str(device), settings["mode"], settings["warmup"], settings["runs"]))
+    return measures
+
+
+def checked_device(name: str):
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BadInput(f"--device {name!r} is not a device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BadInput(f"--device {name!r}: CUDA is not available on this machine")
+    if device.type not in ("cpu", "cuda"):
+        raise BadInput(f"--device {name!r}: only cpu and cuda are supported")
+    return device
+
+
+def run_with_progress(plan: SweepPlan, settings: dict) -> Report:
+    """Run every point with a progress bar on stderr, then build the report."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from bkprof.sweep.report import sweep_report
+
+    measures = _measures(settings)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("sweep", total=plan.size)
+
+        def advance(row: dict) -> None:
+            where = ", ".join(f"{name}={row[name]}" for name in plan.axes)
+            progress.update(task, advance=1, description=f"{row['variant']} {where}")
+
+        rows = run_sweep(plan, measures, on_row=advance)
+    return sweep_report(plan, rows, settings)
+
+
+def save_outputs(report: Report, plan: SweepPlan, output_dir: str | None, plot_dir: str | None) -> list[Path]:
+    written = []
+    if output_dir:
+        folder = Path(output_dir)
+        written.append(write_atomic(folder / "sweep.csv", render(report, "csv")))
+        written.append(write_atomic(folder / "sweep.json", render(report, "json")))
+        written.append(write_atomic(folder / "scaling.csv", _scaling_csv(report)))
+    if plot_dir:
+        written += draw_plots(report, plan, Path(plot_dir))
+    return written
+
+
+def _scaling_csv(report: Report) -> str:
+    import pandas as pd
+
+    return pd.DataFrame(report.payload["scaling"]).to_csv(index=False)
+
+
+def reference_values(plan: SweepPlan) -> dict:
+    """What the plots hold fixed: on each swept axis the default value when it was swept, else the first."""
+    point = dict(plan.points()[0])
+    for name, values in plan.axes.items():
+        point[name] = DEFAULTS[name] if DEFAULTS[name] in values else values[0]
+    return point
+
+
+def _at_reference(rows: list[dict], reference: dict) -> list[dict]:
+    return [r for r in rows if all(r[name] == value for name, value in reference.items() if name != "n_seq")]
+
+
+def _described(reference: dict) -> str:
+    return ", ".join(f"{name}={value}" for name, value in reference.items() if name != "n_seq")
+
+
+def _plot_metric(rows: list[dict], metric: str, label: str, title: str, held: str, path: Path,
+                 published: str | None = None) -> list[Path]:
+    """The metric-versus-N plot with each variant's fitted slope, or nothing when no row has the metric."""
+    from bkprof.sweep.plots import plot_versus_n
+    from bkprof.sweep.scaling import scaling_rows
+
+    if not any(r.get(metric) is not None for r in rows):
+        return []
+    exponents = {(f["variant"],): f[f"k_{metric}"] for f in scaling_rows(rows, [metric], [])}
+    return [plot_versus_n(rows, metric, label, f"{title}\n{held}", path, published_metric=published,
+                          exponents=exponents)]
+
+
+def draw_plots(report: Report, plan: SweepPlan, folder: Path) -> list[Path]:
+    from bkprof.sweep.masks import importance_masks
+    from bkprof.sweep.plots import plot_importance_masks, plot_reduction_versus_sparsity
+    from bkprof.sweep.published import reduction_rows
+
+    rows = report.payload["rows"]
+    reference = reference_values(plan)
+    shown = _at_reference(rows, reference)
+    held = _described(reference)
+    written = []
+    flops_title = "forward FLOPs vs N: bkprof's full count (solid), the source's formula (dashed)"
+    written += _plot_metric(shown, "analytic_flops", "forward FLOPs, whole batch (2 per MAC)", flops_title,
+                            held, folder / "flops_vs_n.png", "published_flops")
+    settings = report.payload["settings"]
+    time_title = f"measured median time per step vs N ({settings['mode']} on {settings['device']})"
+    written += _plot_metric(shown, "median_ms", "median time per step (ms)", time_title, held, folder / "time_vs_n.png")
+    try:
+        config = point_config(reference, plan.config_extra)
+    except ValueError:
+        return written  # the reference point itself is invalid: its rows already say why
+    sparsities = sorted(set(parse_axis("sparsity", REDUCTION_GRID)) | set(plan.axes.get("sparsity", [])))
+    sparsities = [s for s in sparsities if _valid(config, s)]
+    written.append(plot_reduction_versus_sparsity(
+        reduction_rows(config, sparsities),
+        f"reduction vs sparsity, d={config.d_model}, N={config.n_seq}, f={config.downsample}, interp={config.interp}\n"
+        "sparse: BK-Core scope (published ratio leaves importance + interpolation out); others: whole layer",
+        folder / "reduction_vs_sparsity.png"))
+    scores, masks = importance_masks(config, sequences=6)
+    written.append(plot_importance_masks(
+        scores.numpy(), {k: v.numpy() for k, v in masks.items()},
+        f"sparse G_ii importance masks, d={config.d_model}, N={config.n_seq}, s={config.sparsity} "
+        "(untrained weights, seed 0, standard-normal inputs)", folder / "importance_masks.png"))
+    return written
+
+
+def _valid(config, sparsity: float) -> bool:
+    try:
+        config.with_(sparsity=sparsity)
+    except ValueError:
+        return False
+    return True

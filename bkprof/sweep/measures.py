@@ -1,0 +1,67 @@
+"""What a sweep measures at a point: FLOPs (published, analytic, counted) and, when asked, time and memory.
+
+Every FLOPs column is forward FLOPs (2 per multiply-accumulate) for the whole batch unless the
+column name says train (forward + backward); published figures are per sequence in the source
+and are multiplied by the batch here.
+"""
+
+from __future__ import annotations
+
+from bkprof.sweep.published import published_layer_flops
+from bkprof.variants.config import LayerConfig
+
+
+def flops_measure(train: bool = False, count: bool = False, device: str = "cpu"):
+    """Published and analytic FLOPs; `train` adds forward+backward; `count` runs the modules under the op counter.
+
+    The analytic count is for the BK-Core backend that `auto` picks on `device`; the op counter runs on the CPU.
+    """
+
+    def measure(variant: str, config: LayerConfig, batch: int) -> dict:
+        import torch
+
+        from bkprof.flops import analytic_flops, published_accounting
+
+        published = published_layer_flops(variant, published_accounting(config))
+        row = {"published_flops": None if published is None else published * batch,
+               "analytic_flops": analytic_flops(variant, config, batch=batch, device=device)}
+        if train:
+            row["analytic_train_flops"] = analytic_flops(variant, config, batch=batch, backward=True, device=device)
+        if count:
+            from bkprof.flops.counter import count_flops
+            from bkprof.variants import build
+
+            x = torch.randn(batch, config.n_seq, config.d_model, generator=torch.Generator().manual_seed(0))
+            row["counted_flops"] = count_flops(build(variant, config), x).total()
+        return row
+
+    return measure
+
+
+def profile_measure(device: str, mode: str, warmup: int, runs: int):
+    """Time and memory of one step of the layer through `bkprof.profile` (the `bkprof profile` harness).
+
+    Columns: median_ms, p10_ms, p90_ms (one step, whole batch), bk_core_ms (the BK-Core alone),
+    peak_mib (CUDA only). An out-of-memory row becomes the point's error.
+    """
+
+    def measure(variant: str, config: LayerConfig, batch: int) -> dict:
+        import torch
+
+        from bkprof.profile import ProfileSettings, profile_variants
+
+        settings = ProfileSettings(torch.device(device), modes=(mode,), batch=batch, warmup=warmup, runs=runs)
+        row = profile_variants(config, [variant], settings).frame.iloc[0]
+        if row["status"] != "ok":
+            raise RuntimeError(f"{row['status']}: {row['note']}")
+        return {column: _plain(row[column]) for column in PROFILE_COLUMNS}
+
+    return measure
+
+
+PROFILE_COLUMNS = ("median_ms", "p10_ms", "p90_ms", "bk_core_ms", "peak_mib")
+
+
+def _plain(value):
+    """A pandas cell as a JSON-friendly float or None."""
+    return None if value is None or value != value else float(value)
