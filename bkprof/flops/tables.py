@@ -12,7 +12,7 @@ TOTAL = "(total)"
 
 
 def _fmt_factor(value: float) -> str:
-    return f"{value:.2f}×"
+    return f"{value:.2f}×" if abs(value) >= 0.1 else f"{value:.3g}×"
 
 
 def _fmt_metric(value: float, metric: str) -> str:
@@ -59,19 +59,20 @@ def totals_table(doc: dict) -> Table:
     for name, v in variants.items():
         rows.append({
             "variant": name,
-            "published formula": published_layer.get(name),
-            "analytic FLOPs": v["analytic_flops"],
-            "op counter FLOPs": v["counted_flops"],
+            "published": published_layer.get(name),
+            "analytic": v["analytic_flops"],
+            "op counter": v["counted_flops"],
             "fvcore MACs": v["fvcore_macs"],
-            "fvcore unsupported ops": sum(v["fvcore_unsupported"].values()),
-            "ops without formula": sum(v["ops_without_formula"].values()),
-            "vs dense (analytic)": dense / v["analytic_flops"] if dense else None,
+            "fvcore skipped ops": sum(v["fvcore_unsupported"].values()),
+            "no formula": sum(v["ops_without_formula"].values()),
+            "vs dense": dense / v["analytic_flops"] if dense else None,
         })
     conv = doc["conventions"]
-    return Table("Totals per variant", pd.DataFrame(rows),
-                 {"published formula": "{:,.0f}", "vs dense (analytic)": "{:.2f}×"},
+    return Table("Totals per variant (FLOPs; fvcore in MACs)", pd.DataFrame(rows),
+                 {"published": "{:,.0f}", "vs dense": "{:.2f}×"},
                  caption=f"{conv['pass']}; {conv['per']}. FLOPs: 2 per MAC. fvcore: {conv['fvcore']}. "
-                         "vs dense > 1× means fewer FLOPs than dense.")
+                         "published: the source's layer formula (dense = its 'standard'). "
+                         "vs dense: dense / variant, analytic; > 1× means fewer FLOPs than dense.")
 
 
 def breakdown_table(doc: dict) -> Table:
@@ -91,7 +92,7 @@ def claims_table(doc: dict) -> Table:
             "its formula here": _fmt_metric(claim["published_formula"], claim["metric"]),
             "full count": _fmt_metric(claim["full_count"], claim["metric"]),
             "holds": "yes" if claim["holds"] else "NO",
-            "explained by (share of the counted FLOPs)": reasons,
+            "explained by (share of counted FLOPs)": reasons,
         })
     return Table("Claims: published figure, its own formula, and the full count", pd.DataFrame(rows),
                  caption="Full count = analytic (equal to the op counter) forward FLOPs at this config. "
