@@ -39,16 +39,20 @@ def top_ops(averages, top: int, on_cuda: bool) -> list[dict]:
 
     On CUDA an operator's self device time is the time of the kernels it launched itself; the
     kernels are also listed by the profiler as events of their own, which are left out here (they
-    would count the same time twice) but give the total the shares are taken of.
+    would count the same time twice) but give the total the shares are taken of. Where the
+    profiler tied no kernel to an operator, the kernels themselves are ranked.
     """
     from torch.autograd import DeviceType
 
     operators = [e for e in averages if e.device_type == DeviceType.CPU]
+    kernels = [e for e in averages if e.device_type == DeviceType.CUDA]
     if on_cuda:
         def self_us(event) -> float:
             return event.self_device_time_total
 
-        total = sum(e.self_device_time_total for e in averages if e.device_type == DeviceType.CUDA)
+        total = sum(self_us(e) for e in kernels)
+        if not any(self_us(e) > 0 for e in operators):
+            operators = kernels
     else:
         def self_us(event) -> float:
             return event.self_cpu_time_total

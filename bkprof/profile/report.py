@@ -6,7 +6,7 @@ import torch
 
 from bkprof.profile.memory import CPU_MEMORY_NOTE
 from bkprof.profile.ops import PROFILED_RUNS
-from bkprof.profile.runner import COLUMNS, ProfileResult, ProfileSettings
+from bkprof.profile.runner import COLUMN_TYPES, COLUMNS, ProfileResult, ProfileSettings
 from bkprof.profile.steps import INPUT_POOL, OPTIMIZER
 from bkprof.profile.timing import L2_FLUSH_BYTES
 from bkprof.report import Report, Table
@@ -78,34 +78,44 @@ def profile_report(result: ProfileResult, config: LayerConfig, settings: Profile
         "ops": result.ops,
         "failed": result.failed,
     }
-    tables = [_results_table(result, settings, env)] + [_ops_table(key, ops, settings) for key, ops in result.ops.items()]
-    return Report(payload=payload, tables=tables, results=Table("results", result.frame))
+    return report_from_payload(payload)
 
 
-def _results_table(result: ProfileResult, settings: ProfileSettings, env: dict) -> Table:
-    frame = result.frame.copy()
+def report_from_payload(payload: dict) -> Report:
+    """The report of a `bkprof profile` JSON document (so a saved run renders again as table or Markdown)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(payload["rows"], columns=list(COLUMNS)).astype(COLUMN_TYPES)
+    tables = [_results_table(frame, payload)] + [_ops_table(key, ops, payload) for key, ops in payload["ops"].items()]
+    return Report(payload=payload, tables=tables, results=Table("results", frame))
+
+
+def _results_table(results, payload: dict) -> Table:
+    env, how = payload["environment"], payload["method"]
+    frame = results.copy()
     frame["spread"] = [_spread(p10, p90) for p10, p90 in zip(frame["p10_ms"], frame["p90_ms"])]
-    shown = [c for c in _SHOWN if settings.graphs or c not in ("graph_ms", "bk_core_graph_ms")]
+    shown = [c for c in _SHOWN if how["graphs"] or c not in ("graph_ms", "bk_core_graph_ms")]
     frame = frame[shown].rename(columns={c: _SHOWN[c][0] for c in shown})
     formats = {_SHOWN[c][0]: _SHOWN[c][1] for c in shown if _SHOWN[c][1]}
-    caption = (f"{env['device_name']}, BK-Core backend {env['backend']}, batch {settings.batch}, float32; "
-               f"{settings.warmup} warm-up + {settings.runs} timed runs per row. Times are per step for the whole batch; "
+    caption = (f"{env['device_name']}, BK-Core backend {env['backend']}, batch {how['batch']}, float32; "
+               f"{how['warmup_runs']} warm-up + {how['timed_runs']} timed runs per row. Times are per step for the whole batch; "
                "train = forward + backward + Adam step. GFLOP/s: analytic FLOPs (2 per multiply-accumulate; train: "
                "forward + backward, optimizer not counted) over the median. BK-Core: share of the median spent in "
                "the BK-Core, timed alone on the layer's own potentials.")
-    if settings.device.type != "cuda":
+    if env["device"] != "cuda":
         caption += f" peak MiB: {CPU_MEMORY_NOTE}."
     return Table(f"bkprof profile ({env['device']})", frame, formats, caption)
 
 
-def _ops_table(key: str, ops: list[dict], settings: ProfileSettings) -> Table:
+def _ops_table(key: str, ops: list[dict], payload: dict) -> Table:
     import pandas as pd
 
-    kind = "device (CUDA kernel)" if settings.device.type == "cuda" else "CPU"
+    kind = "device (CUDA kernel)" if payload["environment"]["device"] == "cuda" else "CPU"
+    runs = payload["method"]["profiled_runs_for_ops"]
     frame = pd.DataFrame(ops, columns=["op", "calls_per_run", "self_ms_per_run", "share"])
     frame.columns = ["op", "calls/run", "self ms/run", "share"]
     return Table(f"top {len(ops)} ops: {key}", frame, {"calls/run": "{:,.1f}", "self ms/run": "{:,.4f}", "share": "{:.1%}"},
-                 f"self {kind} time per run over {PROFILED_RUNS} profiled runs (torch.profiler); share of all self {kind} time")
+                 f"self {kind} time per run over {runs} profiled runs (torch.profiler); share of all self {kind} time")
 
 
 def _spread(p10, p90) -> str | None:

@@ -11,7 +11,7 @@ import torch
 from bkprof.profile.memory import PeakMemory, is_out_of_memory, release
 from bkprof.profile.ops import profile_ops
 from bkprof.profile.steps import MODES, bk_core_inputs, bk_core_step, input_pool, layer_step
-from bkprof.profile.timing import Measurement, Timer
+from bkprof.profile.timing import Measurement, NotCapturable, Timer, first_line
 from bkprof.variants import LayerConfig, build
 
 # The fixed schema of the results, one row per (variant, mode), and what each column means.
@@ -155,13 +155,13 @@ def _graph_ms(row: _Row, what: str, timer: Timer, step, inputs) -> float | None:
     """The graph-replay median in ms, or None with a note saying why the step could not be captured."""
     try:
         return timer.measure_graph(step, inputs).median * 1e3
+    except NotCapturable as error:
+        row.add_note(f"{what} graph not capturable: {error}")
     except RuntimeError as error:
         if is_out_of_memory(error):
             raise
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        row.add_note(f"{what} graph not capturable: {reason}")
-        torch.cuda.synchronize(timer.device)
-        return None
+        row.add_note(f"{what} graph capture failed: {first_line(error)}")
+    return None
 
 
 def analytic_gflop(name: str, config: LayerConfig, batch: int, mode: str, device: torch.device) -> float:

@@ -70,10 +70,16 @@ class Timer:
     def measure_graph(self, step: Step, inputs: Sequence[torch.Tensor | tuple[torch.Tensor, ...]]) -> Measurement:
         """Capture one run of `step` in a CUDA graph, then time replays (each input copied in before the clock starts).
 
-        Raises RuntimeError when the step cannot be captured (a host synchronisation inside it, say).
+        Raises NotCapturable when a run of the step synchronises with the host (data-dependent
+        shapes, say): such a step cannot be captured, and a capture that fails half-way leaves
+        PyTorch's CUDA random-number generator unusable for the rest of the process, so the step
+        is first run once with synchronisations turned into errors.
         """
         if self.device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
+        sync = first_host_sync(step, inputs[0])
+        if sync is not None:
+            raise NotCapturable(f"the step synchronises with the host ({sync})")
         static = tuple(t.clone() for t in _tensors(inputs[0]))
         graph = capture(step, static if isinstance(inputs[0], tuple) else static[0])
 
@@ -110,6 +116,28 @@ class Timer:
             end.record()
         torch.cuda.synchronize(self.device)
         return [start.elapsed_time(end) / 1e3 for start, end in events]
+
+
+class NotCapturable(RuntimeError):
+    """The step cannot be captured in a CUDA graph; the message says why."""
+
+
+def first_host_sync(step: Step, x) -> str | None:
+    """The first host synchronisation in one run of `step` on `x`, as one line, or None when there is none."""
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step(x)
+    except RuntimeError as error:
+        return first_line(error)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return None
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _tensors(x) -> tuple[torch.Tensor, ...]:
