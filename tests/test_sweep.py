@@ -184,3 +184,19 @@ def test_sweep_bad_input_is_one_line_exit_2(args, fragment):
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bkprof: error: ") and fragment in lines[0]
+
+
+def test_ablations_preset_tables(tmp_path):
+    result = runner.invoke(app, ["sweep", "--preset", "ablations", "--n-seq", "32,64", *TINY,
+                                 "--format", "markdown", "--output", str(tmp_path / "a.md")])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "a.md").read_text()
+    titles = [line for line in text.splitlines() if line.startswith("### ")]
+    assert [t.split(" (")[0] for t in titles] == ["### Ablation: n_seq", "### Ablation: sparsity",
+                                                  "### Ablation: downsample", "### Ablation: interp",
+                                                  "### Scaling with N at the reference point"]
+    # the preset's sparsities, downsampling factors and interpolations, each against dense
+    assert "| 0.4 | sparse |" in text and "| 0.7 | combined |" in text and "| 4 | multiscale |" in text
+    assert "| cubic | sparse |" in text
+    sparse_at_06 = next(line for line in text.splitlines() if line.startswith("| 0.6 | sparse |"))
+    assert "| 2.500 |" in sparse_at_06  # the published 2.50x, beside the full count

@@ -41,6 +41,8 @@ def sweep(
                       "axes given as options replace the preset's.")] = None,
     train: Annotated[bool, typer.Option("--train", help="Also count forward + backward FLOPs.")] = False,
     count: Annotated[bool, typer.Option("--count", help="Also count FLOPs while the modules run (op counter; slow at large N).")] = False,
+    interp_error: Annotated[bool, typer.Option("--interp-error", help="Also measure how far interpolated G_ii fall "
+                            "from the exact ones (sparse, combined; on by default with --preset ablations).")] = False,
     profile: Annotated[bool, typer.Option("--profile", help="Measure time and memory of every point.")] = False,
     device: Annotated[str, typer.Option("--device", help="With --profile: cpu, cuda, cuda:1, ...")] = "cpu",
     mode: Annotated[Mode, typer.Option("--mode", help="With --profile: forward (eval, no_grad) or train (forward + backward + Adam).")] = Mode.forward,
@@ -61,9 +63,11 @@ def sweep(
     positive("--runs", runs)
     if warmup < 0:
         raise BadInput(f"--warmup must be non-negative, got {warmup}")
-    plan = build_plan(given, variant_names(variants), preset.value if preset else None, backend)
+    preset_name = preset.value if preset else None
+    plan = build_plan(given, variant_names(variants), preset_name, backend)
     settings = {"profile": profile, "device": device, "mode": mode.value, "warmup": warmup, "runs": runs,
-                "train": train, "count": count, "backend": backend, "preset": preset.value if preset else None}
+                "train": train, "count": count, "interp_error": interp_error or preset is Preset.ablations,
+                "backend": backend, "preset": preset_name}
     report = run_with_progress(plan, settings)
     save_outputs(report, plan, output_dir, plot)
     from bkprof.report import emit

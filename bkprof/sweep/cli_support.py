@@ -7,7 +7,7 @@ from pathlib import Path
 from bkprof.cli.errors import BadInput
 from bkprof.report import Report, render, write_atomic
 from bkprof.sweep.axes import AXES, parse_axis
-from bkprof.sweep.run import DEFAULTS, SweepPlan, point_config, run_sweep
+from bkprof.sweep.run import SweepPlan, point_config, run_sweep
 
 PRESETS = {
     # The first source document's pending ablations: 40/50/60/70 % sparsity, 2x/4x downsampling,
@@ -32,10 +32,12 @@ def build_plan(given: dict[str, str | None], variants: list[str], preset: str | 
 
 
 def _measures(settings: dict) -> list:
-    from bkprof.sweep.measures import flops_measure, profile_measure
+    from bkprof.sweep.measures import flops_measure, interpolation_error_measure, profile_measure
 
     device = checked_device(settings["device"])
     measures = [flops_measure(settings["train"], settings["count"], device.type)]
+    if settings["interp_error"]:
+        measures.append(interpolation_error_measure())
     if settings["profile"]:
         measures.append(profile_measure(str(device), settings["mode"], settings["warmup"], settings["runs"]))
     return measures
@@ -72,7 +74,13 @@ def run_with_progress(plan: SweepPlan, settings: dict) -> Report:
             progress.update(task, advance=1, description=f"{row['variant']} {where}")
 
         rows = run_sweep(plan, measures, on_row=advance)
-    return sweep_report(plan, rows, settings)
+    report = sweep_report(plan, rows, settings)
+    if settings["preset"] == "ablations":
+        from bkprof.sweep.ablations import ablation_tables
+
+        # one table per ablated axis; the whole grid stays in the CSV and JSON
+        report.tables = ablation_tables(rows, report.payload["scaling"], plan, plan.reference())
+    return report
 
 
 def save_outputs(report: Report, plan: SweepPlan, output_dir: str | None, plot_dir: str | None) -> list[Path]:
@@ -91,14 +99,6 @@ def _scaling_csv(report: Report) -> str:
     import pandas as pd
 
     return pd.DataFrame(report.payload["scaling"]).to_csv(index=False)
-
-
-def reference_values(plan: SweepPlan) -> dict:
-    """What the plots hold fixed: on each swept axis the default value when it was swept, else the first."""
-    point = dict(plan.points()[0])
-    for name, values in plan.axes.items():
-        point[name] = DEFAULTS[name] if DEFAULTS[name] in values else values[0]
-    return point
 
 
 def _at_reference(rows: list[dict], reference: dict) -> list[dict]:
@@ -128,7 +128,7 @@ def draw_plots(report: Report, plan: SweepPlan, folder: Path) -> list[Path]:
     from bkprof.sweep.published import reduction_rows
 
     rows = report.payload["rows"]
-    reference = reference_values(plan)
+    reference = plan.reference()
     shown = _at_reference(rows, reference)
     held = _described(reference)
     written = []

@@ -65,3 +65,38 @@ PROFILE_COLUMNS = ("median_ms", "p10_ms", "p90_ms", "bk_core_ms", "peak_mib")
 def _plain(value):
     """A pandas cell as a JSON-friendly float or None."""
     return None if value is None or value != value else float(value)
+
+
+def interpolation_error_measure(seed: int = 0):
+    """How far the interpolated G_ii fall from the exact ones, at the inference mask (sparse and combined only).
+
+    g_ii_error = ||(G_interp - G_exact) * (1 - mask)|| / ||G_exact * (1 - mask)||: relative RMS error over the
+    interpolated positions, as [Re, Im] features, for untrained weights drawn from `seed` and standard-normal
+    inputs. It is a proxy for what interpolation loses, not the perplexity the source's ablations ask about;
+    an untrained "learned" interpolator is expected to be poor.
+    """
+
+    def measure(variant: str, config: LayerConfig, batch: int) -> dict:
+        import torch
+
+        from bkprof.variants import build
+        from bkprof.variants.sparse import Interpolation
+
+        model = build(variant, config, seed=seed).eval()
+        interpolators = [m for m in model.modules() if isinstance(m, Interpolation)]
+        if not interpolators:
+            return {"g_ii_error": None}
+        seen = {}
+        hook = interpolators[0].register_forward_hook(
+            lambda module, args, out: seen.update(exact=args[0], mask=args[1], filled=out))
+        x = torch.randn(batch, config.n_seq, config.d_model, generator=torch.Generator().manual_seed(seed))
+        try:
+            with torch.no_grad():
+                model(x)
+        finally:
+            hook.remove()
+        gaps = (1 - seen["mask"])[..., None]
+        error = ((seen["filled"] - seen["exact"]) * gaps).norm() / (seen["exact"] * gaps).norm()
+        return {"g_ii_error": error.item()}
+
+    return measure

@@ -13,6 +13,8 @@ COLUMNS = {
     "analytic_flops": "bkprof's closed-form count of the modules that run, forward (eval), whole batch",
     "analytic_train_flops": "the same for forward (train mode) + backward",
     "counted_flops": "FLOPs counted while the modules ran (op counter, CPU, eval forward), whole batch",
+    "g_ii_error": "relative RMS error of the interpolated G_ii against the exact ones over the interpolated "
+                  "positions (inference mask, untrained weights, standard-normal input: a proxy, not perplexity)",
     "median_ms": "median time of one step, whole batch (bkprof.profile harness)",
     "p10_ms": "10th percentile of the step time",
     "p90_ms": "90th percentile of the step time",
@@ -23,7 +25,8 @@ COLUMNS = {
 # integer counts (a NaN in a failed row would otherwise turn them into floats in the CSV)
 INTEGER_COLUMNS = ("analytic_flops", "analytic_train_flops", "counted_flops")
 # the table on screen; the CSV and JSON hold every column
-SHOWN = ("published_flops", "analytic_flops", "analytic_train_flops", "counted_flops", "median_ms", "peak_mib")
+SHOWN = ("published_flops", "analytic_flops", "analytic_train_flops", "counted_flops", "g_ii_error", "median_ms",
+         "peak_mib")
 FLOPS_METRICS = ("published_flops", "analytic_flops", "analytic_train_flops", "counted_flops")
 TIME_METRICS = ("median_ms",)
 CONVENTION = "FLOPs: 2 per multiply-accumulate (fvcore would report half, as MACs), whole batch."
@@ -54,7 +57,7 @@ def sweep_report(plan: SweepPlan, rows: list[dict], settings: dict) -> Report:
     varied = [name for name, values in plan.axes.items() if len(values) > 1]
     shown = ["variant", *varied, *[c for c in measured if c in SHOWN], "error"]
     formats = ({m: "{:,.0f}" for m in FLOPS_METRICS} | {m: "{:.3f}" for m in COLUMNS if m.endswith("_ms")}
-               | {name: "{}" for name in AXES})
+               | {name: "{}" for name in AXES} | {"g_ii_error": "{:.4f}"})
     notes = [CONVENTION] + [f"{c}: {COLUMNS[c]}." for c in measured]
     # the CSV keeps integer counts; on screen a missing count shows as a dash, which needs floats
     on_screen = results[shown].astype({c: "float64" for c in integers})

@@ -34,6 +34,13 @@ class SweepPlan:
         names = list(self.axes)
         return [{**base, **dict(zip(names, values))} for values in itertools.product(*self.axes.values())]
 
+    def reference(self) -> dict:
+        """The point plots and ablation tables hold fixed: on each swept axis its default value, else its first."""
+        point = self.points()[0]
+        for name, values in self.axes.items():
+            point[name] = DEFAULTS[name] if DEFAULTS[name] in values else values[0]
+        return point
+
     @property
     def size(self) -> int:
         return len(self.points()) * len(self.variants)
