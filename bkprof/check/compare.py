@@ -51,17 +51,20 @@ def failures(outcomes: list[Outcome]) -> list[Outcome]:
 def _outcome(entry: Entry, documents: dict, baseline: dict | None) -> Outcome:
     if entry.source not in documents:
         return Outcome(entry.metric, entry.describe(), None, None, SKIP, f"no {entry.source} document (--profile PATH, or --run-profile with a CUDA device)")
-    current = _value(entry, documents, "")
-    before = _value(entry, baseline, "the baseline: ") if entry.rel is not None else None
+    current = _value(entry, documents)
+    before = _value(entry, baseline, baseline=True) if entry.rel is not None else None
     broken = _broken_bounds(entry, current, before)
     return Outcome(entry.metric, entry.describe(), current, before, FAIL if broken else PASS, "; ".join(broken))
 
 
-def _value(entry: Entry, documents: dict, where: str) -> float:
+def _value(entry: Entry, documents: dict, baseline: bool = False) -> float:
     try:
         return metric_value(documents, entry.metric)
     except MetricError as error:
-        raise ThresholdError(f"threshold {entry.metric}: {where}{error}") from None
+        if baseline:
+            raise ThresholdError(f"threshold {entry.metric}: the baseline: {error} (if the report changed shape on purpose,"
+                                 " rerun with --update-baseline)") from None
+        raise ThresholdError(f"threshold {entry.metric}: {error}") from None
 
 
 def _broken_bounds(entry: Entry, current: float, baseline: float | None) -> list[str]:

@@ -51,6 +51,7 @@ def evaluate_claims(published: dict, components: dict[str, dict[str, int]]) -> l
         formula_value = published[claim["id"]]["reduction"]
         full_value, explaining = full[claim["id"]]
         out.append({
+            "id": claim["id"],  # a stable name for paths such as claims[id=combined] (bkprof check)
             "claim": claim["claim"],
             "published": claim["published"],
             "metric": claim["metric"],
