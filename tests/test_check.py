@@ -142,7 +142,8 @@ def test_selectors_pick_the_one_matching_row():
 @pytest.mark.parametrize(
     "metric, says",
     [
-        ("flops.variants.spars.counted_flops", "no key 'spars' in flops.variants (keys: dense, sparse)"),
+        ("flops.variants.spars.counted_flops", "no key 'spars' in flops.variants (did you mean 'sparse'?)"),
+        ("flops.variants.moe.counted_flops", "no key 'moe' in flops.variants (keys: dense, sparse)"),
         ("flops.claims.2.holds", "'2' is not an index of flops.claims (a list of 2)"),
         ("flops.claims.first", "'first' is not an index of flops.claims"),
         ("flops.variants.dense", "is an object, not a number"),
@@ -281,7 +282,8 @@ def test_a_drift_from_the_baseline_beyond_rel_exits_1(check, tmp_path):
 @pytest.mark.parametrize(
     "metrics, named",
     [
-        ({"flops.variants.sparse.countd_flops": "{ max = 1 }"}, "threshold flops.variants.sparse.countd_flops: no key 'countd_flops'"),
+        ({"flops.variants.sparse.countd_flops": "{ max = 1 }"},
+         "threshold flops.variants.sparse.countd_flops: no key 'countd_flops' in flops.variants.sparse (did you mean 'counted_flops'?)"),
         ({"flops.published.combined.reduction": "{ min = 5, max = 4 }"}, "threshold flops.published.combined.reduction: min 5 > max 4"),
         ({"flops.published.combined.reduction": "{ max = '4.6' }"}, "threshold flops.published.combined.reduction: max must be a finite number"),
         ({"flops.published.combined.reduction": "{ max = 4.6 "}, "is not valid TOML"),

@@ -8,6 +8,7 @@ fields have those values. Booleans count as 1 and 0, so `holds` flags can take a
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -58,8 +59,7 @@ def _step(node, part: str, where: str):
         return _select(node, part, where)
     if isinstance(node, dict):
         if part not in node:
-            keys = ", ".join(map(str, node)) or "none"
-            raise MetricError(f"no key {part!r} in {where} (keys: {_shorten(keys)})")
+            raise MetricError(f"no key {part!r} in {where} ({_suggest(part, list(map(str, node)))})")
         return node[part]
     if isinstance(node, list):
         if not part.isdigit() or int(part) >= len(node):
@@ -90,6 +90,11 @@ def _condition(condition: str, part: str) -> tuple[str, str]:
 def _text(value) -> str:
     """How a selector writes a field's value: strings as they are, other values as JSON (true, 2, null)."""
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def _suggest(part: str, keys: list[str]) -> str:
+    close = difflib.get_close_matches(part, keys, n=1)
+    return f"did you mean {close[0]!r}?" if close else f"keys: {_shorten(', '.join(keys) or 'none')}"
 
 
 def _kind(node) -> str:
