@@ -51,7 +51,7 @@ def test_analytic_equals_counted_forward_per_component(case):
 
 
 @settings(max_examples=12, suppress_health_check=[HealthCheck.too_slow])
-@given(configs(min_half_width=8, min_coarse=8))
+@given(configs(min_half_width=8, min_coarse=16))
 def test_backward_matmul_exact_and_total_within_two_percent(case):
     """Autograd's elementwise work is estimated (2x forward); matmuls must dominate for 2 %: d, N/f >= 16."""
     config, batch = case

@@ -4,9 +4,10 @@ Conventions are those of `formulas` (the op counter's registry): 2 FLOPs per mul
 bias adds and activations 1 per element, complex results in real FLOPs. Counts are for the whole
 batch; `batch=1` gives the per-sequence figure. The forward pass is counted in eval mode (what
 inference runs); with `backward=True` the train-mode forward (dropout, Gumbel noise) plus the
-backward pass, where matmul/conv backward is exact (grad_input and grad_weight, 2 x forward) and
-the other families are estimated as 2 x their forward FLOPs (one multiply by the local derivative
-and one accumulate per element; autograd's own kernels vary between PyTorch versions).
+backward pass. Backward matmul/conv work is exact (grad_input and grad_weight: 2 x forward); the
+other families are estimated with the per-family ratios in BACKWARD_RATIO, because autograd's own
+elementwise kernels vary between PyTorch versions (the ratios were read off PyTorch 2.13's
+autograd with the op counter; tests hold the total within 2 % for d, N/f >= 16).
 """
 
 from __future__ import annotations
@@ -24,6 +25,20 @@ SOFTMAX_PER_ELEMENT = 5
 GUMBEL_OPS_PER_POSITION = 10  # clamp, log, 1-u, log, subtract, add scores, /tau, sigmoid, straight-through (2)
 # components whose outputs are statistics only, so no gradient flows back through them
 STATISTICS_ONLY = ("downsample_scorer",)
+# backward FLOPs per forward FLOP, by family: matmul exact (grad_input + grad_weight); a bias add's
+# gradient is one sum per element; the rest measured on PyTorch 2.13 (complex mul/div backward
+# needs conj products for both operands; layer norm 11/7 and softmax 4/5 by the registry's rules)
+BACKWARD_RATIO = {"matmul": 2.0, "bias": 1.0, "complex": 2.4, "elementwise": 1.6, "index": 1.0,
+                  "normalization": 1.2, "reduction": 1.0}
+# the BK-Core's complex work differs by backend: the scan is mostly multiplications, the
+# sequential sweeps mostly divisions, whose gradient costs a little more per forward FLOP
+BK_CORE_COMPLEX_BACKWARD_RATIO = {"vectorized": 2.4, "reference": 2.5}
+
+
+def reference_stack_gradient(b: int, n: int) -> int:
+    """Autograd's price for the reference sweeps' torch.stack of 2N one-position slices: each slice's
+    gradient is a zero-padded full (B, N) complex tensor, and all 2N are summed: O(N^2)."""
+    return 2 * n * b * n * COMPLEX_ADD
 
 
 def _f(**families: int) -> Counter:
@@ -31,11 +46,11 @@ def _f(**families: int) -> Counter:
 
 
 def linear(rows: int, fan_in: int, fan_out: int) -> Counter:
-    return _f(matmul=2 * rows * fan_in * fan_out, elementwise=rows * fan_out)
+    return _f(matmul=2 * rows * fan_in * fan_out, bias=rows * fan_out)
 
 
 def conv1d_same(batch: int, length: int, c_in: int, c_out: int, kernel: int) -> Counter:
-    return _f(matmul=2 * batch * length * c_out * c_in * kernel, elementwise=batch * length * c_out)
+    return _f(matmul=2 * batch * length * c_out * c_in * kernel, bias=batch * length * c_out)
 
 
 def pointwise(n: int, per: int = 1) -> Counter:
@@ -170,12 +185,30 @@ def forward_families(name: str, c: LayerConfig, *, batch: int = 1, training: boo
 
 
 def backward_families(name: str, c: LayerConfig, *, batch: int = 1, device: str = "cpu") -> Counter:
-    """{family: FLOPs} of the backward pass after a train-mode forward (see the module docstring)."""
+    """{family: FLOPs} of the backward pass after a train-mode forward (see the module docstring).
+
+    Families are those of the forward work they differentiate (the counter files a bias gradient
+    under `reduction`), and estimates are rounded to whole FLOPs.
+    """
+    from bkprof.core import resolve_backend
+
+    ratios = dict(BACKWARD_RATIO)
+    backend = resolve_backend(c.backend, device).name
+    bk_ratios = {**ratios, "complex": BK_CORE_COMPLEX_BACKWARD_RATIO.get(backend, 2.4)}
     total = Counter()
+    if backend == "reference":
+        for n in _bk_core_lengths(name, c):
+            total["complex"] += reference_stack_gradient(batch, n)
     for component, flops in forward_families(name, c, batch=batch, training=True, device=device).items():
-        if component not in STATISTICS_ONLY:
-            total.update({family: 2 * v for family, v in flops.items()})
+        if component in STATISTICS_ONLY:
+            continue
+        ratio = bk_ratios if component == "bk_core" else ratios
+        total.update({family: round(ratio.get(family, 1.0) * v) for family, v in flops.items()})
     return total
+
+
+def _bk_core_lengths(name: str, c: LayerConfig) -> list[int]:
+    return [c.coarse_n if name in ("multiscale", "combined") else c.n_seq]
 
 
 def analytic_components(name: str, config: LayerConfig, *, batch: int = 1, backward: bool = False,

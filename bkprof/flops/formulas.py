@@ -2,7 +2,7 @@
 
 Each formula takes the op's (args, kwargs, out) and returns {family: FLOPs}. Families:
 `matmul` (2 FLOPs per multiply-accumulate, PyTorch's own convention; fvcore reports the same
-work as MACs), `elementwise`, `complex` (elementwise ops with a complex result, in real FLOPs),
+work as MACs), `bias` (the bias adds of linear and conv layers, 1 per output element), `elementwise`, `complex` (elementwise ops with a complex result, in real FLOPs),
 `reduction`, `normalization`, `index` (arithmetic done by scatter/index-add) and `data`
 (views, copies, selection, creation and integer/boolean results: 0 FLOPs).
 Ops absent from this registry fall back to PyTorch's flop registry (custom kernels register
@@ -68,15 +68,14 @@ def _mm(func, args, kwargs, out):
 
 @formula("addmm", "baddbmm", family="matmul", rule="2·M·K·N + M·N (the bias add, 1 per output element)")
 def _addmm(func, args, kwargs, out):
-    return {"matmul": _torch_matmul(func, args, kwargs, out), "elementwise": out.numel()}
+    return {"matmul": _torch_matmul(func, args, kwargs, out), "bias": out.numel()}
 
 
 @formula("convolution", family="matmul",
          rule="2·out·(C_in/groups)·kernel + out if biased (the bias add)")
 def _convolution(func, args, kwargs, out):
     bias = args[2]
-    return {"matmul": _torch_matmul(func, args, kwargs, out),
-            "elementwise": out.numel() if bias is not None else 0}
+    return {"matmul": _torch_matmul(func, args, kwargs, out), "bias": out.numel() if bias is not None else 0}
 
 
 @formula("convolution_backward", family="matmul",

@@ -21,7 +21,8 @@ class ImportancePredictor(nn.Module):
         self.head = nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Dropout(c.dropout), nn.Linear(h, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.context(x.transpose(1, 2)).transpose(1, 2)).squeeze(-1)
+        # contiguous, so the head's Linear is one addmm (a strided input decomposes into mm + add)
+        return self.head(self.context(x.transpose(1, 2)).transpose(1, 2).contiguous()).squeeze(-1)
 
 
 def importance_mask(scores: torch.Tensor, kept: int, tau: float, training: bool) -> torch.Tensor:
