@@ -134,3 +134,20 @@ def test_batch_multiplies_per_token_work():
     assert analytic_flops("dense", config, batch=3) == 3 * analytic_flops("dense", config)
     # the pooling softmax of the multi-scale layer runs once per call, not once per sequence
     assert analytic_flops("multiscale", config, batch=3) < 3 * analytic_flops("multiscale", config)
+
+
+def _triton_on_cuda() -> bool:
+    from bkprof.core import available_backends
+
+    return torch.cuda.is_available() and "triton" in available_backends("cuda")
+
+
+@pytest.mark.skipif(not _triton_on_cuda(), reason="needs CUDA and triton")
+@pytest.mark.parametrize("name", VARIANTS)
+def test_triton_kernel_is_counted_by_its_own_formula(name):
+    """An opaque kernel counts 0 in a dispatch-level counter unless its custom op carries a formula."""
+    config = LayerConfig(d_model=32, n_seq=1024, backend="triton")
+    result = count_flops(build(name, config).cuda(), torch.randn(2, 1024, 32, device="cuda"))
+    assert not result.missing
+    assert result.by_component()["bk_core"] == sum(forward_families(name, config, batch=2, device="cuda")["bk_core"].values())
+    assert result.total() == analytic_flops(name, config, batch=2, device="cuda")
