@@ -178,8 +178,12 @@ def test_sweep_profile_and_plots(tmp_path):
     (["--device", "cuda"], "--device and --mode need --profile"),
     (["--profile", "--device", "tpu"], "--device 'tpu'"),
     (["--runs", "0"], "--runs must be a positive integer"),
+    (["--backend", "fast"], "--backend: backend must be one of"),
+    (["--plot", "FILE"], "is a file, not a folder"),
 ])
-def test_sweep_bad_input_is_one_line_exit_2(args, fragment):
+def test_sweep_bad_input_is_one_line_exit_2(args, fragment, tmp_path):
+    (tmp_path / "file").write_text("")
+    args = [str(tmp_path / "file") if a == "FILE" else a for a in args]
     result = runner.invoke(app, ["sweep", *args])
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()

@@ -54,13 +54,15 @@ def sweep(
     fmt: FormatOpt = Format.table,
     output: Output = None,
 ) -> None:
-    from bkprof.sweep.cli_support import build_plan, run_with_progress, save_outputs
+    from bkprof.sweep.cli_support import build_plan, checked_folder, run_with_progress, save_outputs
 
     given = {"n_seq": n_seq, "d_model": d_model, "num_experts": experts, "top_k": top_k, "sparsity": sparsity,
              "downsample": downsample, "interp": interp, "batch": batch}
     if not profile and (device != "cpu" or mode is not Mode.forward):
         raise BadInput("--device and --mode need --profile")
     positive("--runs", runs)
+    checked_folder("--output-dir", output_dir)
+    checked_folder("--plot", plot)
     if warmup < 0:
         raise BadInput(f"--warmup must be non-negative, got {warmup}")
     preset_name = preset.value if preset else None

@@ -35,6 +35,7 @@ def _measures(settings: dict) -> list:
     from bkprof.sweep.measures import flops_measure, interpolation_error_measure, profile_measure
 
     device = checked_device(settings["device"])
+    checked_backend(settings["backend"], device)
     measures = [flops_measure(settings["train"], settings["count"], device.type)]
     if settings["interp_error"]:
         measures.append(interpolation_error_measure())
@@ -55,6 +56,21 @@ def checked_device(name: str):
     if device.type not in ("cpu", "cuda"):
         raise BadInput(f"--device {name!r}: only cpu and cuda are supported")
     return device
+
+
+def checked_folder(option: str, path: str | None) -> None:
+    """A folder the sweep can write into: absent (it is created) or a folder, never a file."""
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise BadInput(f"{option} {path!r} is a file, not a folder")
+
+
+def checked_backend(name: str, device) -> None:
+    from bkprof.core import resolve_backend
+
+    try:
+        resolve_backend(name, device)
+    except ValueError as error:
+        raise BadInput(f"--backend: {error}") from None
 
 
 def run_with_progress(plan: SweepPlan, settings: dict) -> Report:
@@ -110,7 +126,7 @@ def _described(reference: dict) -> str:
 
 
 def _plot_metric(rows: list[dict], metric: str, label: str, title: str, held: str, path: Path,
-                 published: str | None = None) -> list[Path]:
+                 published: str | None = None, source_points: dict | None = None) -> list[Path]:
     """The metric-versus-N plot with each variant's fitted slope, or nothing when no row has the metric."""
     from bkprof.sweep.plots import plot_versus_n
     from bkprof.sweep.scaling import scaling_rows
@@ -119,13 +135,13 @@ def _plot_metric(rows: list[dict], metric: str, label: str, title: str, held: st
         return []
     exponents = {(f["variant"],): f[f"k_{metric}"] for f in scaling_rows(rows, [metric], [])}
     return [plot_versus_n(rows, metric, label, f"{title}\n{held}", path, published_metric=published,
-                          exponents=exponents)]
+                          exponents=exponents, source_points=source_points)]
 
 
 def draw_plots(report: Report, plan: SweepPlan, folder: Path) -> list[Path]:
     from bkprof.sweep.masks import importance_masks
     from bkprof.sweep.plots import plot_importance_masks, plot_reduction_versus_sparsity
-    from bkprof.sweep.published import reduction_rows
+    from bkprof.sweep.published import reduction_rows, source_figures_at
 
     rows = report.payload["rows"]
     reference = plan.reference()
@@ -134,7 +150,7 @@ def draw_plots(report: Report, plan: SweepPlan, folder: Path) -> list[Path]:
     written = []
     flops_title = "forward FLOPs vs N: bkprof's full count (solid), the source's formula (dashed)"
     written += _plot_metric(shown, "analytic_flops", "forward FLOPs, whole batch (2 per MAC)", flops_title,
-                            held, folder / "flops_vs_n.png", "published_flops")
+                            held, folder / "flops_vs_n.png", "published_flops", source_figures_at(reference))
     settings = report.payload["settings"]
     time_title = f"measured median time per step vs N ({settings['mode']} on {settings['device']})"
     written += _plot_metric(shown, "median_ms", "median time per step (ms)", time_title, held, folder / "time_vs_n.png")

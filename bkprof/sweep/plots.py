@@ -46,8 +46,10 @@ def _label(key: tuple, group_by: Sequence[str]) -> str:
 
 def plot_versus_n(rows: Sequence[dict], metric: str, ylabel: str, title: str, path: str | Path,
                   group_by: Sequence[str] = (), published_metric: str | None = None,
-                  exponents: dict[tuple, float | None] | None = None) -> Path:
-    """`metric` against N per variant on log-log axes; the published formula's values as hollow markers."""
+                  exponents: dict[tuple, float | None] | None = None,
+                  source_points: dict[str, tuple[int, int]] | None = None) -> Path:
+    """`metric` against N per variant on log-log axes; the published formula's values as hollow markers,
+    and the figures the source printed (`source_points`: variant -> (N, value)) as stars."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7.5, 5))
     for key, points in _series(rows, metric, group_by).items():
@@ -59,14 +61,27 @@ def plot_versus_n(rows: Sequence[dict], metric: str, ylabel: str, title: str, pa
         for key, points in _series(rows, published_metric, group_by).items():
             axes.plot(*zip(*points), "s--", mfc="none", color=VARIANT_COLOURS.get(key[0]), alpha=0.8,
                       label=f"{_label(key, group_by)}: published formula")
+    for variant, (n, value) in (source_points or {}).items():
+        axes.plot([n], [value], "*", ms=14, mfc="none", color=VARIANT_COLOURS.get(variant),
+                  label=f"{variant}: figure printed in the source ({value:,})")
     axes.set_xscale("log", base=2)
     axes.set_yscale("log")
+    _plain_log_ticks(axes)
     axes.set_xlabel("sequence length N")
     axes.set_ylabel(ylabel)
     axes.set_title(title, fontsize=10)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=7)
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save_png(figure, path)
+
+
+def _plain_log_ticks(axes) -> None:
+    """Ticks at 1, 2 and 5 of each decade, labelled as plain numbers (2, 50, 1e+08); minor ticks unlabelled."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axes.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.yaxis.set_minor_formatter(NullFormatter())
 
 
 def plot_reduction_versus_sparsity(rows: Sequence[dict], title: str, path: str | Path) -> Path:
@@ -79,14 +94,18 @@ def plot_reduction_versus_sparsity(rows: Sequence[dict], title: str, path: str |
         colour = VARIANT_COLOURS.get(variant)
         axes.plot(s, [r["published_reduction"] for r in mine], "s--", mfc="none", color=colour,
                   label=f"{variant}: published accounting")
-        axes.plot(s, [r["full_reduction"] for r in mine], "o-", color=colour, label=f"{variant}: full count")
+        full = [r["full_reduction"] for r in mine]
+        axes.plot(s, full, "o-", color=colour, label=f"{variant}: full count")
+        axes.annotate(f"{full[-1]:.3g}×", (s[-1], full[-1]), textcoords="offset points", xytext=(6, 0),
+                      fontsize=7, va="center", color=colour)
     axes.axhline(1.0, color="grey", lw=0.8)
     axes.set_xlabel("sparsity s (fraction of G_ii positions interpolated)")
     axes.set_ylabel("reduction (× fewer FLOPs than the dense layer)")
     axes.set_yscale("log")
+    _plain_log_ticks(axes)
     axes.set_title(title, fontsize=10)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=7)
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save_png(figure, path)
 
 

@@ -13,6 +13,18 @@ from __future__ import annotations
 
 from bkprof.variants.config import LayerConfig
 
+# The layer totals the source prints (seed 000, "Multi-Scale Processing (N=256, d=128)": "Standard layer:
+# 4,199,424 FLOPs", "Multi-scale: 2,294,784 FLOPs"), per sequence, at d=128, E=4, s=0.6, f=2.
+SOURCE_FIGURES = {"dense": 4_199_424, "multiscale": 2_294_784}
+SOURCE_POINT = {"n_seq": 256, "d_model": 128, "num_experts": 4, "sparsity": 0.6, "downsample": 2, "batch": 1}
+
+
+def source_figures_at(reference: dict) -> dict[str, tuple[int, int]]:
+    """variant -> (N, the figure the source printed) when `reference` is the source's configuration, else {}."""
+    if any(reference[k] != v for k, v in SOURCE_POINT.items() if k != "n_seq"):
+        return {}
+    return {variant: (SOURCE_POINT["n_seq"], figure) for variant, figure in SOURCE_FIGURES.items()}
+
 
 def published_layer_flops(variant: str, published: dict) -> int | None:
     """The published per-sequence forward FLOPs of the whole `variant` layer, or None where none is published."""
