@@ -25,7 +25,8 @@ def schedule_report(scheduler: AdaptiveSparsityScheduler, steps: int, variants: 
     totals_frame = pd.DataFrame(totals)
     tables = [
         Table(f"Sparsity schedule ({scheduler.schedule}, warm-up {scheduler.warmup_steps} of {steps} steps, batch {batch})",
-              _in_units(steps_frame, list(ACCOUNTINGS), "MFLOP", 1e6), {"sparsity_target": "{:.4f}", "loss_weight": "{:.5f}"},
+              _in_units(steps_frame, list(ACCOUNTINGS), "MFLOP", 1e6),
+              {"step": "{}", "sparsity_target": "{:.4f}", "loss_weight": "{:.5f}"},
               "MFLOP per step, whole batch (2 FLOPs per MAC). "
               + "; ".join(f"{k}: {v}" for k, v in ACCOUNTINGS.items()) + "."),
         Table(f"Training FLOPs over {steps} steps: the schedule against a fixed sparsity of {scheduler.final_sparsity}",
