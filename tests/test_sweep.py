@@ -9,6 +9,7 @@ from bkprof.flops import published_accounting
 from bkprof.sweep.published import published_layer_flops, reduction_rows
 from bkprof.variants import LayerConfig
 from bkprof.sweep.axes import MAX_VALUES, parse_axis
+from bkprof.sweep.measures import interpolation_error_measure
 from bkprof.sweep.run import SweepPlan, run_sweep
 from bkprof.sweep.scaling import power_law_exponent, scaling_rows
 
@@ -141,7 +142,7 @@ def test_reductions_published_against_full():
 
 def test_sweep_command_writes_files_and_keeps_going(tmp_path):
     result = runner.invoke(app, ["sweep", "--n-seq", "32,64,99,128", *TINY, "--variant", "dense", "--variant", "sparse",
-                                 "--count", "--output-dir", str(tmp_path), "--format", "json"])
+                                 "--count", "--train", "--output-dir", str(tmp_path), "--format", "json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc == json.loads((tmp_path / "sweep.json").read_text())
@@ -150,6 +151,7 @@ def test_sweep_command_writes_files_and_keeps_going(tmp_path):
     assert rows["sparse", 99]["error"].startswith("invalid config: n_seq=99")
     ok = [r for r in doc["rows"] if not r["error"]]
     assert len(ok) == 6 and all(r["counted_flops"] == r["analytic_flops"] for r in ok)
+    assert all(r["analytic_train_flops"] > 2 * r["analytic_flops"] for r in ok)
     for fitted in doc["scaling"]:
         assert fitted["points"] == 3
         assert fitted["k_published_flops"] is None or fitted["k_published_flops"] == pytest.approx(1.0)
@@ -204,3 +206,14 @@ def test_ablations_preset_tables(tmp_path):
     assert "| cubic | sparse |" in text
     sparse_at_06 = next(line for line in text.splitlines() if line.startswith("| 0.6 | sparse |"))
     assert "| 2.500 |" in sparse_at_06  # the published 2.50x, beside the full count
+
+
+def test_interpolation_error():
+    measure = interpolation_error_measure()
+    config = LayerConfig(d_model=16, n_seq=64, num_experts=2, sparsity=0.5)
+    linear = measure("sparse", config.with_(interp="linear"), 2)["g_ii_error"]
+    untrained = measure("sparse", config.with_(interp="learned"), 2)["g_ii_error"]
+    assert 0 < linear < untrained
+    assert measure("combined", config.with_(interp="cubic"), 2)["g_ii_error"] > 0
+    assert measure("dense", config, 2) == {"g_ii_error": None}
+    assert measure("sparse", config.with_(sparsity=0.0), 2) == {"g_ii_error": None}
