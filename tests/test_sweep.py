@@ -1,7 +1,10 @@
 import json
 import math
+from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from bkprof.cli import app
@@ -29,6 +32,15 @@ def test_float_range_is_inclusive_and_exact():
     assert parse_axis("sparsity", "0:0.9:0.3") == [0.0, 0.3, 0.6, 0.9]
     assert parse_axis("sparsity", "0.4:0.7:0.25") == [0.4, 0.65]  # stop only when the step lands on it
     assert parse_axis("sparsity", "0.5:0.5:0.1") == [0.5]
+
+
+@given(start=st.integers(0, 500), step=st.integers(1, 200), count=st.integers(1, 30), extra=st.integers(0, 199))
+def test_decimal_ranges_hit_every_step_and_the_stop(start, step, count, extra):
+    # start, step in hundredths: the values are exactly start + i * step, the last one at or below stop
+    s0, ds = Decimal(start) / 100, Decimal(step) / 100
+    stop = s0 + (count - 1) * ds + min(Decimal(extra) / 100, ds - Decimal("0.01"))
+    values = parse_axis("sparsity", f"{s0}:{stop}:{ds}")
+    assert values == [float(s0 + i * ds) for i in range(count)]
 
 
 def test_int_and_geometric_ranges():
