@@ -50,8 +50,7 @@ def sweep_report(plan: SweepPlan, rows: list[dict], settings: dict) -> Report:
 
     scaling = sweep_scaling(plan, rows)
     measured = metrics_present(rows, [c for c in COLUMNS if c != "error"])
-    axis_columns = [name for name in AXES]
-    results = pd.DataFrame(rows, columns=["variant", *axis_columns, *measured, "error"])
+    results = pd.DataFrame(rows, columns=["variant", *AXES, *measured, "error"])
     integers = {c: "Int64" for c in INTEGER_COLUMNS if c in measured}
     results = results.astype(integers)
     varied = [name for name, values in plan.axes.items() if len(values) > 1]
@@ -68,11 +67,11 @@ def sweep_report(plan: SweepPlan, rows: list[dict], settings: dict) -> Report:
                             {c: "{:.3f}" for c in frame.columns if c.startswith("k_")},
                             "k_<metric>: the fitted exponent. The published formulas are exactly linear in N (k = 1); "
                             "the vectorized BK-Core is a log-depth scan doing O(N log N) work, which lifts k above 1 "
-                            "as its share grows."))
+                            "as its share grows. Measured times: fixed per-call costs pull k below 1 at small N."))
     payload = {
         "conventions": {"flops": CONVENTION, "columns": {c: COLUMNS[c] for c in measured}},
         "axes": plan.axes,
-        "fixed": {k: v for k, v in plan.points()[0].items() if k not in plan.axes} if rows else {},
+        "fixed": {k: v for k, v in plan.reference().items() if k not in plan.axes},
         "variants": plan.variants,
         "settings": settings,
         "rows": rows,
