@@ -1,0 +1,42 @@
+"""Time the triton backend at one size under other chunk and lane settings (for NOTES-triton.md).
+
+    python benchmarks/tune_core.py [B N]
+
+Each setting patches triton_backend.MIN_CHUNK / LANES, checks the result against the default
+setting, and prints the median µs of triton.testing.do_bench (L2 flushed between calls).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bkprof.core import triton_backend as tb  # noqa: E402
+
+
+def main() -> None:
+    from triton.testing import do_bench
+
+    batch, n = (int(v) for v in sys.argv[1:3]) if len(sys.argv) > 2 else (1024, 16384)
+    gen = torch.Generator("cuda").manual_seed(0)
+    diag = torch.rand(batch, n, device="cuda", generator=gen) * 6 - 5
+    k = torch.rand(batch, n - 1, device="cuda", generator=gen) + 0.5
+    baseline = tb.run(diag, k, 1j)
+    defaults = tb.MIN_CHUNK, tb.LANES
+    for min_chunk in (128, 256, 512):
+        for lanes in (32, 64, 128):
+            tb.MIN_CHUNK, tb.LANES = min_chunk, lanes
+            g = tb.run(diag, k, 1j)
+            err = ((g - baseline).abs().max() / baseline.abs().max()).item()
+            us = do_bench(lambda: tb.run(diag, k, 1j), warmup=50, rep=300, return_mode="median") * 1e3
+            print(f"B={batch} N={n} chunk={tb.chunk_length(n)} lanes={lanes}: {us:9.1f} us  "
+                  f"(diff vs default {err:.1e})", flush=True)
+    tb.MIN_CHUNK, tb.LANES = defaults
+
+
+if __name__ == "__main__":
+    main()
