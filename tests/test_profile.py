@@ -34,9 +34,17 @@ def test_measurement_quantiles_interpolate_linearly():
 
 def test_timer_warms_up_then_times_rotating_inputs():
     seen = []
-    m = Timer(CPU, warmup=2, runs=5).measure(seen.append, ["a", "b", "c"])
-    assert seen == ["a", "b", "a", "b", "c", "a", "b"]
+    m = Timer(CPU, warmup=2, runs=5).measure(seen.append, ["a", "b", "c"], after_warmup=lambda: seen.append("|"))
+    assert seen == ["a", "b", "|", "a", "b", "c", "a", "b"]
     assert m.runs == 5 and m.clock == "perf_counter" and 0 <= m.p10 <= m.median <= m.p90
+
+
+def test_garbage_collector_is_off_only_during_the_timed_runs():
+    import gc
+
+    seen = []
+    Timer(CPU, warmup=1, runs=2).measure(lambda x: seen.append(gc.isenabled()), [0])
+    assert seen == [True, False, False] and gc.isenabled()
 
 
 @pytest.mark.parametrize("warmup, runs", [(-1, 3), (0, 0)])
@@ -128,10 +136,10 @@ def _raise_oom_for(variant: str, monkeypatch):
     """Make the timing of one variant raise PyTorch's out-of-memory error, as an allocation failure would."""
     original = Timer.measure
 
-    def measure(self, step, inputs):
+    def measure(self, step, inputs, **kwargs):
         if getattr(step, "__qualname__", "").startswith("_no_grad") and _building[-1] == variant:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
-        return original(self, step, inputs)
+        return original(self, step, inputs, **kwargs)
 
     _building = []
     import bkprof.profile.runner as runner_module

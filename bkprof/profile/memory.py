@@ -18,7 +18,9 @@ class PeakMemory:
     """Peak bytes allocated on a CUDA device while a block runs, above what was allocated when it began.
 
     Memory held before the block (the harness's L2-flush buffer, say) is left out, so the peak is
-    what the block's own model, optimizer state, inputs and steps needed at once. On the CPU it is None.
+    what the block's own model, optimizer state, inputs and steps needed at once. `forget_peak`
+    after the warm-up keeps one-off allocations (lazy initialisation, kernel tuning) out of it
+    while everything still alive stays in. On the CPU it is None.
     """
 
     def __init__(self, device: torch.device):
@@ -29,6 +31,11 @@ class PeakMemory:
         release(self.device)
         if self.device.type == "cuda":
             self._base = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def forget_peak(self) -> None:
+        """Start the peak afresh from what is allocated now (one-off warm-up allocations drop out)."""
+        if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
 
     def peak_mib(self) -> float | None:

@@ -8,7 +8,7 @@ from bkprof.profile.memory import CPU_MEMORY_NOTE
 from bkprof.profile.ops import PROFILED_RUNS
 from bkprof.profile.runner import COLUMN_TYPES, COLUMNS, ProfileResult, ProfileSettings
 from bkprof.profile.steps import INPUT_POOL, OPTIMIZER
-from bkprof.profile.timing import L2_FLUSH_BYTES
+from bkprof.profile.timing import CUDA_WARMUP_SECONDS, L2_FLUSH_BYTES
 from bkprof.report import Report, Table
 from bkprof.variants import LayerConfig
 
@@ -50,6 +50,8 @@ def method(settings: ProfileSettings) -> dict:
         "batch": settings.batch,
         "modes": list(settings.modes),
         "warmup_runs": settings.warmup,
+        "warmup_min_seconds": CUDA_WARMUP_SECONDS if on_cuda else None,
+        "garbage_collector": "off during the timed runs",
         "timed_runs": settings.runs,
         "clock": "CUDA events around each run" if on_cuda else "time.perf_counter around each run",
         "l2_flush": f"{L2_FLUSH_BYTES // 2**20} MiB buffer zeroed before each timed run" if on_cuda else None,
@@ -98,7 +100,7 @@ def _results_table(results, payload: dict) -> Table:
     frame = frame[shown].rename(columns={c: _SHOWN[c][0] for c in shown})
     formats = {_SHOWN[c][0]: _SHOWN[c][1] for c in shown if _SHOWN[c][1]}
     caption = (f"{env['device_name']}, BK-Core backend {env['backend']}, batch {how['batch']}, float32; "
-               f"{how['warmup_runs']} warm-up + {how['timed_runs']} timed runs per row. Times are per step for the whole batch; "
+               f"{_warmup_text(how)} + {how['timed_runs']} timed runs per row. Times are per step for the whole batch; "
                "train = forward + backward + Adam step. GFLOP/s: analytic FLOPs (2 per multiply-accumulate; train: "
                "forward + backward, optimizer not counted) over the median. BK-Core: share of the median spent in "
                "the BK-Core, timed alone on the layer's own potentials.")
@@ -116,6 +118,11 @@ def _ops_table(key: str, ops: list[dict], payload: dict) -> Table:
     frame.columns = ["op", "calls/run", "self ms/run", "share"]
     return Table(f"top {len(ops)} ops: {key}", frame, {"calls/run": "{:,.1f}", "self ms/run": "{:,.4f}", "share": "{:.1%}"},
                  f"self {kind} time per run over {runs} profiled runs (torch.profiler); share of all self {kind} time")
+
+
+def _warmup_text(how: dict) -> str:
+    runs = f"{how['warmup_runs']} warm-up"
+    return f"{runs} (at least {how['warmup_min_seconds']} s)" if how.get("warmup_min_seconds") else runs
 
 
 def _spread(p10, p90) -> str | None:

@@ -22,7 +22,7 @@ COLUMNS = {
     "median_ms": "median time of one step over the timed runs, milliseconds, whole batch",
     "p10_ms": "10th percentile of the step time, milliseconds",
     "p90_ms": "90th percentile of the step time, milliseconds",
-    "runs": "timed runs (after the untimed warm-up runs)",
+    "runs": "timed runs (after the untimed warm-up runs; on CUDA the warm-up lasts at least 0.2 s)",
     "tokens_per_s": "batch x n_seq tokens divided by the median step time",
     "gflop": "analytic FLOPs of one step, whole batch, in GFLOP (2 per multiply-accumulate; "
              "forward, or forward + backward in train mode; the optimizer step is not counted)",
@@ -32,7 +32,7 @@ COLUMNS = {
     "bk_core_share": "bk_core_ms / median_ms",
     "time_vs_dense": "median_ms / dense median_ms, same mode",
     "flops_vs_dense": "gflop / dense gflop, same mode",
-    "peak_mib": "CUDA: peak memory allocated while the row ran (weights, optimizer state, the input pool, "
+    "peak_mib": "CUDA: peak memory allocated during the timed runs (weights, optimizer state, the input pool, "
                 "activations), MiB; CPU: not measured",
     "graph_ms": "--graphs: median time of one replay of the step captured as a CUDA graph, milliseconds",
     "bk_core_graph_ms": "--graphs: the same for the BK-Core alone",
@@ -123,7 +123,7 @@ def _measure_row(row: _Row, name, config, mode, settings: ProfileSettings, timer
     pool = input_pool((settings.batch, config.n_seq, config.d_model), device, settings.seed)
 
     row.phase = "timing"
-    _fill_timing(row, timer.measure(step, pool), settings.batch * config.n_seq)
+    _fill_timing(row, timer.measure(step, pool, after_warmup=memory.forget_peak), settings.batch * config.n_seq)
     row["peak_mib"] = memory.peak_mib()
     if settings.graphs:
         row.phase = "graph capture"

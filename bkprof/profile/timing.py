@@ -9,6 +9,7 @@ overwriting a buffer larger than it, as do_bench does.
 
 from __future__ import annotations
 
+import gc
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
@@ -16,6 +17,9 @@ import torch
 
 # Larger than the L2 of any current GPU (H100: 50 MB), the same size triton.testing.do_bench uses.
 L2_FLUSH_BYTES = 256 * 1024 * 1024
+# On CUDA the warm-up lasts at least this long (and at least `warmup` runs), so GPU clocks and
+# the host's caches settle before timing; do_bench warms up for 25 ms, runs here are milliseconds.
+CUDA_WARMUP_SECONDS = 0.2
 # Runs of the step before a CUDA graph is captured: cuBLAS/cuDNN workspaces and autograd's
 # stream state must exist before capture (the torch.cuda.graphs documentation's recipe).
 GRAPH_WARMUP = 3
@@ -60,12 +64,36 @@ class Timer:
     def clock(self) -> str:
         return "cuda events" if self.device.type == "cuda" else "perf_counter"
 
-    def measure(self, step: Step, inputs: Sequence[Any]) -> Measurement:
-        """Warm up, then time `runs` runs of `step`, input i taken from `inputs[i % len(inputs)]`."""
-        for i in range(self.warmup):
-            step(inputs[i % len(inputs)])
+    def measure(self, step: Step, inputs: Sequence[Any], after_warmup: Callable[[], Any] | None = None) -> Measurement:
+        """Warm up, call `after_warmup`, then time `runs` runs of `step`, input i taken from `inputs[i % len(inputs)]`.
+
+        Python's garbage collector is off during the timed runs (as in timeit), so a collection
+        that the step's garbage triggers lands in no run at random.
+        """
+        warmed = self._warm_up(step, inputs)
+        if after_warmup is not None:
+            after_warmup()
         timed = self._time_cuda if self.device.type == "cuda" else self._time_cpu
-        return Measurement.of(timed(step, inputs), self.warmup, self.clock)
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            seconds = timed(step, inputs)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        return Measurement.of(seconds, warmed, self.clock)
+
+    def _warm_up(self, step: Step, inputs: Sequence[Any]) -> int:
+        """Untimed runs: `warmup` of them, and on CUDA as many more as fill CUDA_WARMUP_SECONDS; returns how many."""
+        from time import perf_counter
+
+        start, done = perf_counter(), 0
+        while done < self.warmup or (self.device.type == "cuda" and perf_counter() - start < CUDA_WARMUP_SECONDS):
+            step(inputs[done % len(inputs)])
+            done += 1
+            if self.device.type == "cuda" and done >= self.warmup:
+                torch.cuda.synchronize(self.device)
+        return done
 
     def measure_graph(self, step: Step, inputs: Sequence[torch.Tensor | tuple[torch.Tensor, ...]]) -> Measurement:
         """Capture one run of `step` in a CUDA graph, then time replays (each input copied in before the clock starts).
