@@ -2,8 +2,9 @@
 
     python benchmarks/tune_core.py [B N]
 
-Each setting patches triton_backend.MIN_CHUNK / LANES, checks the result against the default
-setting, and prints the median µs of triton.testing.do_bench (L2 flushed between calls).
+Each setting patches triton_backend.MIN_CHUNK / LANES (rows longer than SHORT_ROW_MAX) or
+SHORT_MIN_LANES (short rows), checks the result against the default setting, and prints the
+median µs of triton.testing.do_bench (L2 flushed between calls).
 """
 
 from __future__ import annotations
@@ -26,16 +27,19 @@ def main() -> None:
     diag = torch.rand(batch, n, device="cuda", generator=gen) * 6 - 5
     k = torch.rand(batch, n - 1, device="cuda", generator=gen) + 0.5
     baseline = tb.run(diag, k, 1j)
-    defaults = tb.MIN_CHUNK, tb.LANES
-    for min_chunk in (128, 256, 512):
-        for lanes in (32, 64, 128):
-            tb.MIN_CHUNK, tb.LANES = min_chunk, lanes
-            g = tb.run(diag, k, 1j)
-            err = ((g - baseline).abs().max() / baseline.abs().max()).item()
-            us = do_bench(lambda: tb.run(diag, k, 1j), warmup=50, rep=300, return_mode="median") * 1e3
-            print(f"B={batch} N={n} chunk={tb.chunk_length(n)} lanes={lanes}: {us:9.1f} us  "
-                  f"(diff vs default {err:.1e})", flush=True)
-    tb.MIN_CHUNK, tb.LANES = defaults
+    defaults = tb.MIN_CHUNK, tb.LANES, tb.SHORT_MIN_LANES
+    if n <= tb.SHORT_ROW_MAX:
+        settings = [(tb.MIN_CHUNK, tb.LANES, short) for short in (32, 64, 128)]
+    else:
+        settings = [(chunk, lanes, tb.SHORT_MIN_LANES) for chunk in (128, 256, 512) for lanes in (32, 64, 128)]
+    for tb.MIN_CHUNK, tb.LANES, tb.SHORT_MIN_LANES in settings:
+        g = tb.run(diag, k, 1j)
+        err = ((g - baseline).abs().max() / baseline.abs().max()).item()
+        us = do_bench(lambda: tb.run(diag, k, 1j), warmup=50, rep=300, return_mode="median") * 1e3
+        lanes = tb.short_layout(n)[0] if n <= tb.SHORT_ROW_MAX else tb.LANES
+        print(f"B={batch} N={n} chunk={tb.chunk_length(n)} lanes={lanes}: {us:9.1f} us  "
+              f"(diff vs default {err:.1e})", flush=True)
+    tb.MIN_CHUNK, tb.LANES, tb.SHORT_MIN_LANES = defaults
 
 
 if __name__ == "__main__":

@@ -39,11 +39,23 @@ def test_kernel_flops_linear_in_rows(n):
     assert BACKENDS["triton"].kernel_flops is triton_backend.kernel_flops
 
 
-@pytest.mark.parametrize("n", [1, 2, 5, 256, 257, 1000, 65536])
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 256, 257, 1000, 2047, 2048, 2049, 65536])
 def test_chunks_cover_the_row(n):
     chunk = triton_backend.chunk_length(n)
-    assert chunk % triton_backend.TILE == 0
-    assert chunk >= n if n <= triton_backend.SINGLE_CHUNK_MAX else n > chunk >= triton_backend.MIN_CHUNK
+    if n <= triton_backend.SHORT_ROW_MAX:
+        lanes, chunk = triton_backend.short_layout(n)
+        assert chunk in (4, 8, 16) and lanes % 32 == 0 and lanes & (lanes - 1) == 0
+        assert lanes * chunk >= n > (lanes * chunk) // 2 or lanes == triton_backend.SHORT_MIN_LANES
+        assert triton_backend.scratch_shape(7, n) == (0, 7)
+    else:
+        assert chunk % triton_backend.TILE == 0 and n > chunk >= triton_backend.MIN_CHUNK
+
+
+@pytest.mark.parametrize("n, per_row", [(256, (88 + 26) * 256 + 32 * (2 * 79 * 5 + 56)),
+                                        (2048, (88 + 26) * 2048 + 128 * (2 * 79 * 7 + 56))])
+def test_short_row_flops_follow_the_layout(n, per_row):
+    """Short rows: 32 lanes x 8 slots at n = 256, 128 lanes x 16 at n = 2048; two scans of log2(lanes) steps."""
+    assert triton_backend.kernel_flops(3, n) == 3 * per_row
 
 
 def test_flop_counter_reads_the_kernel_formula():
@@ -76,8 +88,10 @@ def _truth(diag, upper, lower, z):
     return tridiag_resolvent_diagonal(diag.double(), upper.double(), lower.double(), z, backend="vectorized")
 
 
-GRID = [(1, 2), (3, 2), (1, 3), (5, 5), (64, 17), (1024, 2), (1024, 64), (8, 255), (1024, 256), (7, 257),
-        (2, 1000), (33, 4096), (1, 16384), (256, 16384), (1024, 16384), (1, 65536), (4, 65536)]
+# short rows (one program per row, N <= 2048) around each layout change, then the chunked path
+GRID = [(1, 1), (3, 1), (1, 2), (3, 2), (1, 3), (5, 5), (64, 17), (1024, 2), (1024, 64), (2, 127), (8, 255),
+        (8, 256), (1024, 256), (7, 257), (3, 511), (3, 513), (2, 1000), (8, 1024), (5, 2047), (64, 2048), (3, 2049),
+        (33, 4096), (1, 16384), (256, 16384), (1024, 16384), (1, 65536), (4, 65536)]
 
 
 @gpu_only
@@ -93,7 +107,7 @@ def test_float32_matches_float64_reference(batch, n, scale):
 
 
 @gpu_only
-@pytest.mark.parametrize("batch, n", [(1, 2), (3, 9), (5, 64), (2, 300), (3, 5000)])
+@pytest.mark.parametrize("batch, n", [(1, 1), (1, 2), (3, 9), (5, 64), (2, 300), (2, 1500), (3, 5000)])
 @pytest.mark.parametrize("z", [1j, 0.3 + 1j])
 def test_float64_matches_float64_reference(batch, n, z):
     diag, upper, lower = _chain_on_gpu(n, batch, n, 20.0, torch.float64)

@@ -20,8 +20,12 @@ Rows of more than one chunk take three launches:
    the right recursion (carried across tiles) writes G_ii, one 32-byte vector store per lane and
    quad. Inputs are read twice (kernels 1 and 3), P_j written and read once, G written once:
    about 28 B of DRAM traffic per position against the 12 B floor (benchmarks/NOTES-triton.md).
-Rows of one chunk (N <= SINGLE_CHUNK_MAX) take one launch, `_sweep_kernel`: the left sweep parks
-d_i in the output buffer, the right sweep reads them back and writes G_ii.
+Short rows (N <= SHORT_ROW_MAX) take one launch, `_short_rows_kernel`, one program per row: its
+lanes (one warp or more) compute the maps of chunks of 4 to 16 positions as in kernel 1, combine
+them across lanes by a Hillis-Steele scan of the 2x2 products in registers (`tl.gather` for the
+partner lane, log2(lanes) steps each way), and sweep their chunk as in kernel 3. No scratch, no
+walk longer than 16 positions: a row's latency is that of a few dozen dependent steps, where one
+lane walking the whole row took 2N.
 
 Positions past N (padding of a row's last chunk) carry alpha = 1 - i Im z and k = 0, which leaves
 every real position's result unchanged and every value finite. Triton has no complex type: real
@@ -55,7 +59,8 @@ LANES = 128             # chunks (lanes) per program in the chunk and sweep kern
 CARRY_LANES = 32        # rows per program in the carry kernel (1 warp)
 QUAD = 4                # positions per load; chunks per step of the carry kernel
 TILE = 16               # positions per tile (four quads)
-SINGLE_CHUNK_MAX = 256  # rows up to this length are one chunk: one launch, no carries
+SHORT_ROW_MAX = 2048    # rows up to this length: one program per row, chunk maps combined in registers
+SHORT_MIN_LANES = 32    # at least one warp per short row
 MIN_CHUNK = 256
 CHUNK_MAP_ROWS = 16     # scratch rows 0-15: left and right chunk maps (8 reals each)
 CARRY_ROWS = 4          # scratch rows 16-19: left and right carries (complex)
@@ -65,18 +70,24 @@ MAP_FLOPS_PER_SLOT = 88           # alpha 1 + left step (20 + rescale 23) + righ
 CARRY_FLOPS_PER_CHUNK = 56        # 2 directions x Moebius apply 28
 TILE_ENTRY_FLOPS = 28             # Moebius apply: d entering a tile
 TILED_SWEEP_FLOPS_PER_SLOT = 26   # alpha 1 + left ratio step 8 + right ratio step and G_ii 17
-PARKED_SWEEP_FLOPS_PER_SLOT = 27  # alpha twice 2 + left ratio step 8 + right ratio step and G_ii 17
+SCAN_STEP_FLOPS = 79              # 2x2 complex matrix product 56 + rescale 23, per lane and scan step
+
+
+def short_layout(n: int) -> tuple[int, int]:
+    """Lanes (a power of two, a warp at least) and positions per lane (4, 8 or 16) of a short row."""
+    lanes = max(SHORT_MIN_LANES, 1 << math.ceil(math.log2(-(-n // TILE))))
+    return lanes, max(QUAD, 1 << math.ceil(math.log2(-(-n // lanes))))
 
 
 def chunk_length(n: int) -> int:
-    """Positions per chunk for rows of length n: a multiple of TILE.
+    """Positions per chunk (one lane's share) for rows of length n.
 
-    Rows up to SINGLE_CHUNK_MAX are one chunk (one launch beats three for short rows); longer
-    rows get chunks of about sqrt(n) positions, at least MIN_CHUNK, which balances the per-lane
-    chunk walk (L steps) against the per-row carry walk (n / L steps).
+    Short rows use `short_layout`; longer rows get chunks of about sqrt(n) positions (a multiple
+    of TILE, at least MIN_CHUNK), which balances the per-lane chunk walk (L steps) against the
+    per-row carry walk (n / L steps).
     """
-    if n <= SINGLE_CHUNK_MAX:
-        return max(TILE, -(-n // TILE) * TILE)
+    if n <= SHORT_ROW_MAX:
+        return short_layout(n)[1]
     return max(MIN_CHUNK, 1 << math.ceil(math.log2(math.isqrt(n - 1) + 1)))
 
 
@@ -90,19 +101,24 @@ def kernel_flops(rows: int, n: int) -> int:
 
     Convention: every real floating-point add, subtract, multiply, divide, negate, abs and max in
     the kernel source counts 1 (so a complex multiply is 6, a complex add 2, a fused multiply-add
-    2); integer and bit operations (the power-of-two rescale, indexing) count 0. Work is counted
-    on the padded grid that really runs: each row has C = ceil(n / L) chunks of L =
-    chunk_length(n) position slots, and the carry kernel walks chunks in steps of QUAD. Per row:
-      one chunk (n <= 256): 27 per slot;
-      more chunks: 88 per slot (chunk maps) + 56 per chunk padded to QUAD (carries)
-                   + 26 per slot + 28 per tile of 16 slots (sweeps).
-    The sequential sweeps need about 27 per position; the parallel form does about 4.3x that,
+    2); integer and bit operations (the power-of-two rescale, indexing, gathers) count 0. Work is
+    counted on the padded grid that really runs: lanes x chunk position slots per row. Per row:
+      short rows (n <= 2048), W lanes: 88 per slot (chunk maps) + 26 per slot (sweeps)
+          + W x (2 scans x 79 x log2 W + 56) (every lane runs every scan step, partner or not,
+          then enters its chunk from both sides);
+      longer rows, C = ceil(n / L) chunks of L = chunk_length(n): 88 per slot (chunk maps)
+          + 56 per chunk padded to QUAD (carries) + 26 per slot + 28 per tile of 16 slots (sweeps).
+    The sequential sweeps need about 27 per position; the parallel forms do 4.3x that and more,
     and this counts what runs. Exactly linear in rows: per sequence = kernel_flops(1, n).
     """
+    if n <= SHORT_ROW_MAX:
+        lanes, chunk = short_layout(n)
+        scans = 2 * SCAN_STEP_FLOPS * (lanes.bit_length() - 1)
+        per_row = ((MAP_FLOPS_PER_SLOT + TILED_SWEEP_FLOPS_PER_SLOT) * lanes * chunk
+                   + lanes * (scans + CARRY_FLOPS_PER_CHUNK))
+        return rows * per_row
     chunk, chunks = _chunks(n)
     slots = chunks * chunk
-    if chunks == 1:
-        return rows * PARKED_SWEEP_FLOPS_PER_SLOT * slots
     padded_chunks = -(-chunks // QUAD) * QUAD
     per_row = ((MAP_FLOPS_PER_SLOT + TILED_SWEEP_FLOPS_PER_SLOT) * slots + TILE_ENTRY_FLOPS * (slots // TILE)
                + CARRY_FLOPS_PER_CHUNK * padded_chunks)
@@ -110,7 +126,9 @@ def kernel_flops(rows: int, n: int) -> int:
 
 
 def scratch_shape(rows: int, n: int) -> tuple[int, int]:
-    """The scratch rows x lanes: chunk maps, carries, then 8 reals of P_j for each tile j."""
+    """The scratch rows x lanes: chunk maps, carries, then 8 reals of P_j for each tile j (none for short rows)."""
+    if n <= SHORT_ROW_MAX:
+        return 0, rows
     chunk, chunks = _chunks(n)
     return CHUNK_MAP_ROWS + CARRY_ROWS + 8 * (chunk // TILE), rows * chunks
 
@@ -421,57 +439,131 @@ if triton is not None:
             _store_quad(out_ptr, row_start, first + 12, n, live, g3)
 
     @triton.jit
-    def _sweep_kernel(diag_ptr, k_ptr, out_ptr, n, quads, rows,
-                      z_re: tl.float64, alpha_im: tl.float64, LANES: tl.constexpr):
-        """Rows of one chunk: one lane per row, d parked in the output buffer."""
-        row = tl.program_id(0) * LANES + tl.arange(0, LANES)
-        live = row < rows
-        row_start = (row.to(tl.int64) * n)[:, None]
-        k_row_start = (row.to(tl.int64) * (n - 1))[:, None]
+    def _matmul_rescaled(xar, xai, xbr, xbi, xcr, xci, xdr, xdi, gar, gai, gbr, gbi, gcr, gci, gdr, gdi,
+                         FP64: tl.constexpr):
+        """[[xa, xb], [xc, xd]] @ [[ga, gb], [gc, gd]] (complex), rescaled: 56 + 23 FLOPs."""
+        ar = xar * gar - xai * gai + xbr * gcr - xbi * gci
+        ai = xar * gai + xai * gar + xbr * gci + xbi * gcr
+        br = xar * gbr - xai * gbi + xbr * gdr - xbi * gdi
+        bi = xar * gbi + xai * gbr + xbr * gdi + xbi * gdr
+        cr = xcr * gar - xci * gai + xdr * gcr - xdi * gci
+        ci = xcr * gai + xci * gar + xdr * gci + xdi * gcr
+        dr = xcr * gbr - xci * gbi + xdr * gdr - xdi * gdi
+        di = xcr * gbi + xci * gbr + xdr * gdi + xdi * gdr
+        return _rescaled(ar, ai, br, bi, cr, ci, dr, di, FP64)
+
+    @triton.jit
+    def _partner(ar, ai, br, bi, cr, ci, dr, di, src, has):
+        """The matrix held by lane `src`, or the identity where `has` is false (no FLOPs)."""
+        return (tl.where(has, tl.gather(ar, src, 0), 1.0), tl.where(has, tl.gather(ai, src, 0), 0.0),
+                tl.where(has, tl.gather(br, src, 0), 0.0), tl.where(has, tl.gather(bi, src, 0), 0.0),
+                tl.where(has, tl.gather(cr, src, 0), 0.0), tl.where(has, tl.gather(ci, src, 0), 0.0),
+                tl.where(has, tl.gather(dr, src, 0), 1.0), tl.where(has, tl.gather(di, src, 0), 0.0))
+
+    @triton.jit
+    def _scan_products(ar, ai, br, bi, cr, ci, dr, di, lane, LANES: tl.constexpr, LOG2_LANES: tl.constexpr,
+                       REVERSE: tl.constexpr, FP64: tl.constexpr):
+        """Inclusive products across lanes: lane c ends with X_c @ X_{c-1} @ ... @ X_0, or reversed
+        X_c @ X_{c+1} @ ... @ X_{LANES-1}, in LOG2_LANES Hillis-Steele steps. Every lane multiplies
+        at every step (by the identity where it has no partner): 79 FLOPs per lane and step."""
+        for step in tl.static_range(LOG2_LANES):
+            if REVERSE:
+                src = tl.minimum(lane + (1 << step), LANES - 1)
+                has = lane + (1 << step) < LANES
+            else:
+                src = tl.maximum(lane - (1 << step), 0)
+                has = lane >= (1 << step)
+            gar, gai, gbr, gbi, gcr, gci, gdr, gdi = _partner(ar, ai, br, bi, cr, ci, dr, di, src, has)
+            ar, ai, br, bi, cr, ci, dr, di = _matmul_rescaled(ar, ai, br, bi, cr, ci, dr, di,
+                                                              gar, gai, gbr, gbi, gcr, gci, gdr, gdi, FP64)
+        return ar, ai, br, bi, cr, ci, dr, di
+
+    @triton.jit
+    def _short_rows_kernel(diag_ptr, k_ptr, out_ptr, n, z_re: tl.float64, alpha_im: tl.float64,
+                           LANES: tl.constexpr, LOG2_LANES: tl.constexpr, QUADS: tl.constexpr,
+                           FP64: tl.constexpr):
+        """One row per program; lane c owns positions [4 QUADS c, 4 QUADS (c + 1))."""
+        row = tl.program_id(0).to(tl.int64)
+        row_start = row * n
+        k_row_start = row * (n - 1)
+        lane = tl.arange(0, LANES)
+        live = lane < LANES
+        start = lane * (4 * QUADS)
         quad = tl.arange(0, 4)[None, :]
-        reim = tl.arange(0, 2)[None, None, :]
         ali = tl.cast(alpha_im, diag_ptr.dtype.element_ty)
-        dr = tl.full([LANES], 1.0, diag_ptr.dtype.element_ty)
-        di = tl.zeros([LANES], diag_ptr.dtype.element_ty)
-        er, ei = dr, di
-        kb = tl.zeros([LANES], diag_ptr.dtype.element_ty)
-        for t in range(0, quads):
-            pos = 4 * t + quad
+        one = tl.full([LANES], 1.0, diag_ptr.dtype.element_ty)
+        zero = tl.zeros([LANES], diag_ptr.dtype.element_ty)
+        par, pai, pbr, pbi, pcr, pci, pdr, pdi = one, zero, zero, zero, zero, zero, one, zero
+        qar, qai, qbr, qbi, qcr, qci, qdr, qdi = one, zero, zero, zero, zero, zero, one, zero
+        k_before = tl.load(k_ptr + k_row_start + start - 1, mask=(start > 0) & (start < n), other=0.0)
+        kb = k_before
+        # 1. this lane's chunk maps: P = M_last ... M_first (left), Q = M_first ... M_last (right)
+        for q in tl.static_range(QUADS):
+            pos = (start + 4 * q)[:, None] + quad
             alr = _alpha_quad(diag_ptr, row_start, pos, n, live[:, None], z_re)
             kk = _k_quad(k_ptr, k_row_start, pos, n, live[:, None])
-            pdr, pdi, dr, di, kb = _left_quad(alr, ali, kb, kk, dr, di)
-            valid = (live[:, None] & (pos < n))[:, :, None]
-            tl.store(out_ptr + 2 * (row_start + pos)[:, :, None] + reim, tl.join(pdr, pdi), mask=valid)
-        # the right sweep reads d_i that other threads of this program may have written
-        tl.debug_barrier()
-        for t in range(0, quads):
-            pos = 4 * (quads - 1 - t) + quad
-            alr = _alpha_quad(diag_ptr, row_start, pos, n, live[:, None], z_re)
-            kk = _k_quad(k_ptr, k_row_start, pos, n, live[:, None])
-            where = out_ptr + 2 * (row_start + pos)[:, :, None] + reim
-            valid = (live[:, None] & (pos < n))[:, :, None]
-            pdr, pdi = tl.split(tl.load(where, mask=valid, other=1.0))
-            g, er, ei = _right_quad(alr, ali, kk, pdr, pdi, er, ei)
-            _store_quad(out_ptr, row_start, 4 * (quads - 1 - t) + tl.zeros([LANES], tl.int32), n, live, g)
+            par, pai, pbr, pbi, pcr, pci, pdr, pdi, qar, qai, qbr, qbi, qcr, qci, qdr, qdi, kb = _maps_quad(
+                par, pai, pbr, pbi, pcr, pci, pdr, pdi, qar, qai, qbr, qbi, qcr, qci, qdr, qdi, alr, ali, kb, kk, FP64)
+        # 2. the products of the chunks before (left) and after (right) this lane's: shift by one lane, then scan
+        par, pai, pbr, pbi, pcr, pci, pdr, pdi = _partner(par, pai, pbr, pbi, pcr, pci, pdr, pdi,
+                                                          tl.maximum(lane - 1, 0), lane >= 1)
+        qar, qai, qbr, qbi, qcr, qci, qdr, qdi = _partner(qar, qai, qbr, qbi, qcr, qci, qdr, qdi,
+                                                          tl.minimum(lane + 1, LANES - 1), lane + 1 < LANES)
+        par, pai, pbr, pbi, pcr, pci, pdr, pdi = _scan_products(par, pai, pbr, pbi, pcr, pci, pdr, pdi, lane,
+                                                                LANES, LOG2_LANES, False, FP64)
+        qar, qai, qbr, qbi, qcr, qci, qdr, qdi = _scan_products(qar, qai, qbr, qbi, qcr, qci, qdr, qdi, lane,
+                                                                LANES, LOG2_LANES, True, FP64)
+        dr, di = _apply_map(par, pai, pbr, pbi, pcr, pci, pdr, pdi, one, zero)
+        er, ei = _apply_map(qar, qai, qbr, qbi, qcr, qci, qdr, qdi, one, zero)
+        # 3. the ratio sweeps over this lane's chunk (its inputs are in L1 from step 1)
+        pos0 = start[:, None] + quad
+        al0 = _alpha_quad(diag_ptr, row_start, pos0, n, live[:, None], z_re)
+        kk0 = _k_quad(k_ptr, k_row_start, pos0, n, live[:, None])
+        d0r, d0i, dr, di, kb = _left_quad(al0, ali, k_before, kk0, dr, di)
+        if QUADS > 1:
+            pos1 = pos0 + 4
+            al1 = _alpha_quad(diag_ptr, row_start, pos1, n, live[:, None], z_re)
+            kk1 = _k_quad(k_ptr, k_row_start, pos1, n, live[:, None])
+            d1r, d1i, dr, di, kb = _left_quad(al1, ali, kb, kk1, dr, di)
+        if QUADS > 2:
+            pos2 = pos0 + 8
+            pos3 = pos0 + 12
+            al2 = _alpha_quad(diag_ptr, row_start, pos2, n, live[:, None], z_re)
+            al3 = _alpha_quad(diag_ptr, row_start, pos3, n, live[:, None], z_re)
+            kk2 = _k_quad(k_ptr, k_row_start, pos2, n, live[:, None])
+            kk3 = _k_quad(k_ptr, k_row_start, pos3, n, live[:, None])
+            d2r, d2i, dr, di, kb = _left_quad(al2, ali, kb, kk2, dr, di)
+            d3r, d3i, dr, di, kb = _left_quad(al3, ali, kb, kk3, dr, di)
+            g3, er, ei = _right_quad(al3, ali, kk3, d3r, d3i, er, ei)
+            g2, er, ei = _right_quad(al2, ali, kk2, d2r, d2i, er, ei)
+            _store_quad(out_ptr, row_start, start + 12, n, live, g3)
+            _store_quad(out_ptr, row_start, start + 8, n, live, g2)
+        if QUADS > 1:
+            g1, er, ei = _right_quad(al1, ali, kk1, d1r, d1i, er, ei)
+            _store_quad(out_ptr, row_start, start + 4, n, live, g1)
+        g0, er, ei = _right_quad(al0, ali, kk0, d0r, d0i, er, ei)
+        _store_quad(out_ptr, row_start, start, n, live, g0)
 
 
 def launch(diag: torch.Tensor, k: torch.Tensor, z: complex, out: torch.Tensor,
            scratch: torch.Tensor | None = None) -> None:
     """Write G_ii for contiguous diag (B, N) and k (B, N-1) into out (B, N, 2) (real, imaginary).
 
-    Rows of more than one chunk need a scratch buffer of `scratch_shape(B, N)` and diag's dtype
+    Rows longer than SHORT_ROW_MAX need a scratch buffer of `scratch_shape(B, N)` and diag's dtype
     (allocated here when not given); the kernels read from it only what they wrote.
     """
     rows, n = diag.shape
-    chunk, chunks = _chunks(n)
-    lanes = rows * chunks
-    if lanes == 0:
+    if rows == 0:
         return
     z_re, alpha_im = float(z.real), -float(z.imag)
-    if chunks == 1:
-        _sweep_kernel[(triton.cdiv(rows, LANES),)](diag, k, out, n, chunk // QUAD, rows, z_re, alpha_im,
-                                                   LANES=LANES, num_warps=LANES // 32)
+    if n <= SHORT_ROW_MAX:
+        row_lanes, chunk = short_layout(n)
+        _short_rows_kernel[(rows,)](diag, k, out, n, z_re, alpha_im, LANES=row_lanes,
+                                    LOG2_LANES=row_lanes.bit_length() - 1, QUADS=chunk // QUAD,
+                                    FP64=diag.dtype == torch.float64, num_warps=row_lanes // 32)
         return
+    chunk, chunks = _chunks(n)
+    lanes = rows * chunks
     scratch = diag.new_empty(scratch_shape(rows, n)) if scratch is None else scratch
     grid = (triton.cdiv(lanes, LANES),)
     _chunk_maps_kernel[grid](diag, k, scratch, n, chunk, chunk // TILE, chunks, lanes, z_re, alpha_im,
