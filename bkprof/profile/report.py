@@ -62,7 +62,8 @@ def method(settings: ProfileSettings) -> dict:
         "bk_core_share": "the BK-Core module timed alone on the potentials v the layer fed it, same mode; "
                          "alone, so the CPU timer and the CUDA events time it the same way and no hook "
                          "synchronises inside the layer's timed runs",
-        "memory": "torch.cuda.max_memory_allocated after reset_peak_memory_stats, per row" if on_cuda
+        "memory": "torch.cuda.max_memory_allocated over the timed runs (peak reset after the warm-up), minus "
+                  "what was allocated before the row began" if on_cuda
                   else CPU_MEMORY_NOTE,
         "graphs": settings.graphs,
         "profiled_runs_for_ops": PROFILED_RUNS if (settings.ops or settings.trace_dir) else 0,
