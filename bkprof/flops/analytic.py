@@ -23,6 +23,7 @@ COMPLEX_DIV = ELEMENTWISE["div"][1]
 COMPLEX_RECIPROCAL = ELEMENTWISE["reciprocal"][1]
 SOFTMAX_PER_ELEMENT = 5
 GUMBEL_OPS_PER_POSITION = 10  # clamp, log, 1-u, log, subtract, add scores, /tau, sigmoid, straight-through (2)
+MULTISCALE = ("multiscale", "combined")
 # components whose outputs are statistics only, so no gradient flows back through them
 STATISTICS_ONLY = ("downsample_scorer",)
 # backward FLOPs per forward FLOP, by family: matmul exact (grad_input + grad_weight); a bias add's
@@ -173,7 +174,7 @@ def _parts(name: str, c: LayerConfig, b: int, training: bool, device: str) -> di
     if name == "sparse":
         return _sparse_parts(c, b, n, training, device)
     inner = _dense_parts if name == "multiscale" else _sparse_parts
-    if name in ("multiscale", "combined"):
+    if name in MULTISCALE:
         return _multiscale_parts(c, b, n, training, device, inner)
     raise ValueError(f"variant must be dense, sparse, multiscale or combined, got {name!r}")
 
@@ -197,18 +198,13 @@ def backward_families(name: str, c: LayerConfig, *, batch: int = 1, device: str 
     bk_ratios = {**ratios, "complex": BK_CORE_COMPLEX_BACKWARD_RATIO.get(backend, 2.4)}
     total = Counter()
     if backend == "reference":
-        for n in _bk_core_lengths(name, c):
-            total["complex"] += reference_stack_gradient(batch, n)
+        total["complex"] += reference_stack_gradient(batch, c.coarse_n if name in MULTISCALE else c.n_seq)
     for component, flops in forward_families(name, c, batch=batch, training=True, device=device).items():
         if component in STATISTICS_ONLY:
             continue
         ratio = bk_ratios if component == "bk_core" else ratios
         total.update({family: round(ratio.get(family, 1.0) * v) for family, v in flops.items()})
     return total
-
-
-def _bk_core_lengths(name: str, c: LayerConfig) -> list[int]:
-    return [c.coarse_n if name in ("multiscale", "combined") else c.n_seq]
 
 
 def analytic_components(name: str, config: LayerConfig, *, batch: int = 1, backward: bool = False,
