@@ -1,6 +1,6 @@
 """Run `bkprof profile` on the GPU twice per config and show that the medians repeat.
 
-    PYTHONPATH=$PWD python3 benchmarks/gpu_profile.py OUTDIR
+    PYTHONPATH=$PWD python3 benchmarks/gpu_profile.py OUTDIR [more bkprof profile options, e.g. --runs 50]
 
 Configs: the defaults (batch 8, N=256, d=128) and a long context (batch 8, N=4096), forward and
 train, all four variants, with --graphs and --ops 5. Each config runs twice in this one call;
@@ -19,6 +19,7 @@ from pathlib import Path
 CONFIGS = {"defaults": [], "long": ["--batch", "8", "--n-seq", "4096"]}
 COMMON = ["--device", "cuda", "--graphs", "--ops", "5", "--format", "json"]
 REPEAT_TOLERANCE = 0.05
+OPTIONS: list[str] = []  # further `bkprof profile` options from the command line, for every run
 
 
 def gpu_short_name() -> str:
@@ -31,6 +32,7 @@ def gpu_short_name() -> str:
 
 
 def profile(extra: list[str], output: Path) -> tuple[dict, str]:
+    extra = [*extra, *OPTIONS]
     """One `bkprof profile` run and its command; should it die (no report written), once more without --graphs."""
     for common in (COMMON, [a for a in COMMON if a != "--graphs"]):
         command = [sys.executable, "-m", "bkprof", "profile", *common, *extra, "--output", str(output)]
@@ -87,4 +89,5 @@ def main(out: Path) -> int:
 
 
 if __name__ == "__main__":
+    OPTIONS = sys.argv[2:]
     sys.exit(main(Path(sys.argv[1])))
