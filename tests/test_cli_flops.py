@@ -92,3 +92,12 @@ def test_bad_values_are_one_line_exit_2(args, named, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bkprof: error:") and named in lines[0]
     assert not target.exists()
+
+
+def test_an_unwritable_output_is_one_line_exit_2(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = runner.invoke(app, ["flops", *SMALL, "--variant", "dense", "--output", str(blocker / "x.json")])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bkprof: error: cannot write") and str(blocker) in lines[0]

@@ -28,6 +28,11 @@ class OneLineErrors(typer.core.TyperGroup):
         except BadInput as error:
             _say(str(error))
             sys.exit(BAD_INPUT)
+        except OSError as error:
+            # a report path that cannot be written (no such folder, no permission, a full disk)
+            where = f"{error.filename}: " if error.filename else ""
+            _say(f"cannot write {where}{error.strerror or error}")
+            sys.exit(BAD_INPUT)
         except typer.Abort:
             _say("aborted")
             sys.exit(1)
