@@ -83,10 +83,7 @@ class OpCounter(TorchDispatchMode):
                 return out
         out = func(*args, **kwargs)
         op = f"{func.namespace}.{func.overloadpacket.__name__}"
-        try:
-            counts = count_op(func, args, kwargs, out)
-        except KeyError:
-            counts = None
+        counts = count_op(func, args, kwargs, out)
         if counts is None:
             self.result.missing[op] += 1
             return out
