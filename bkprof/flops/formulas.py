@@ -186,7 +186,8 @@ DATA_OPS = (
     "view_as_real", "view_as_complex", "_conj", "gather", "index", "index_select", "scatter", "nonzero", "topk",
     "sort", "argmax", "arange", "ones", "ones_like", "zeros", "zeros_like", "empty", "empty_like", "full",
     "new_empty", "new_empty_strided", "new_zeros", "new_ones", "scalar_tensor", "fill_", "zero_", "where",
-    "select_backward", "slice_backward", "rand_like", "uniform_", "bernoulli_", "cummax", "cummin",
+    "select_backward", "slice_backward", "rand", "randn", "rand_like", "randn_like", "randint", "uniform_",
+    "normal_", "bernoulli_", "cummax", "cummin",
     "eq", "ne", "ge", "gt", "le", "lt", "logical_and", "logical_and_", "logical_not", "lift_fresh", "_local_scalar_dense",
     "split", "split_with_sizes", "contiguous", "masked_fill", "masked_fill_", "isfinite", "all", "any",
 )
