@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 
 from bkprof.cli import app
-from bkprof.cli.errors import BadInput
-from bkprof.cli.options import (Backend, Batch, Downsample, DModel, Experts, FormatOpt, Format, Interp, InterpOpt,
-                                NSeq, Output, Sparsity, TopK, Variants, layer_config, positive, variant_names)
+from bkprof.cli.options import (Backend, Batch, DModel, Downsample, Experts, Format, FormatOpt, Interp, InterpOpt,
+                                NSeq, Output, Sparsity, TopK, Variants, checked_backend, layer_config, positive,
+                                variant_names)
 
 
 @app.command()
@@ -43,18 +43,10 @@ def flops(
     config = layer_config(d_model=d_model, n_seq=n_seq, num_experts=experts, top_k=top_k, sparsity=sparsity,
                           downsample=downsample, interp=interp, backend=backend)
     positive("batch", batch)
-    _check_backend(backend)
+    checked_backend(backend, "cpu")  # FLOPs are counted on the CPU
     from bkprof.flops.report import flops_report
     from bkprof.flops.tables import flops_tables
 
     doc = flops_report(config, variant_names(variant), batch=batch, backward=backward)
     emit(flops_tables(doc, breakdown), format.value, output)
 
-
-def _check_backend(name: str) -> None:
-    from bkprof.core import resolve_backend
-
-    try:
-        resolve_backend(name, "cpu")
-    except ValueError as error:
-        raise BadInput(f"--backend: {error} (FLOPs are counted on the CPU)") from None

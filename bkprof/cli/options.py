@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from enum import Enum
 from typing import Annotated, Optional
 
@@ -66,3 +67,29 @@ def variant_names(variants: Optional[list[Variant]]) -> list[str]:
 
     chosen = [v.value for v in variants] if variants else list(VARIANTS)
     return list(dict.fromkeys(chosen))
+
+
+def checked_backend(name: str, device) -> str:
+    """The BK-Core backend `name` resolves to on `device`; one line naming --backend when it cannot run there."""
+    from bkprof.core import resolve_backend
+
+    try:
+        return resolve_backend(name, device).name
+    except ValueError as error:
+        raise BadInput(f"--backend: {error}") from None
+
+
+@contextmanager
+def progress_bar(total: int, description: str):
+    """A transient rich progress bar on stderr (so JSON/CSV on stdout stay clean).
+
+    Yields `update(text, advance=None, completed=None)`.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda text, advance=None, completed=None: bar.update(
+            task, description=text, advance=advance, completed=completed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from enum import Enum
 from typing import Annotated, Optional
 
@@ -10,7 +11,8 @@ import typer
 from bkprof.cli import app
 from bkprof.cli.errors import BadInput
 from bkprof.cli.options import (Backend, Batch, DModel, Downsample, Experts, Format, FormatOpt, Interp, InterpOpt,
-                                NSeq, Output, Sparsity, TopK, Variants, layer_config, positive, variant_names)
+                                NSeq, Output, Sparsity, TopK, Variants, checked_backend, layer_config, positive,
+                                progress_bar, variant_names)
 
 
 class Device(str, Enum):
@@ -56,9 +58,11 @@ def profile(
     from bkprof.report import emit
 
     names = variant_names(variant)
-    env = environment(settings.device, _resolved_backend(backend, settings.device))
-    with _progress(len(names) * len(settings.modes)) as on_row:
-        result = profile_variants(config, names, settings, on_row=on_row)
+    env = environment(settings.device, checked_backend(backend, settings.device))
+    rows_started = itertools.count()
+    with progress_bar(len(names) * len(settings.modes), "profiling") as update:
+        result = profile_variants(config, names, settings, on_row=lambda variant, mode: update(
+            f"profiling {variant} ({mode})", completed=next(rows_started)))
     emit(profile_report(result, config, settings, env), fmt.value, output)
     if result.failed:
         raise typer.Exit(1)
@@ -89,36 +93,3 @@ def _device(device: Device, torch):
     if device is Device.auto:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device.value)
-
-
-def _resolved_backend(name: str, device) -> str:
-    from bkprof.core.resolvent import resolve_backend
-
-    try:
-        return resolve_backend(name, device).name
-    except ValueError as error:
-        raise BadInput(str(error)) from None
-
-
-class _progress:
-    """A rich progress bar on stderr, one step per (variant, mode) row; gone when the rows are done."""
-
-    def __init__(self, total: int):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                             console=Console(stderr=True), transient=True)
-        self._task = self._bar.add_task("profiling", total=total)
-        self._started = 0
-
-    def __enter__(self):
-        self._bar.start()
-        return self._on_row
-
-    def __exit__(self, *exc) -> None:
-        self._bar.stop()
-
-    def _on_row(self, variant: str, mode: str) -> None:
-        self._bar.update(self._task, completed=self._started, description=f"profiling {variant} ({mode})")
-        self._started += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bkprof.cli.errors import BadInput
+from bkprof.cli.options import checked_backend, progress_bar
 from bkprof.report import Report, render, write_atomic
 from bkprof.sweep.axes import AXES, parse_axis
 from bkprof.sweep.run import SweepPlan, point_config, run_sweep
@@ -64,30 +65,16 @@ def checked_folder(option: str, path: str | None) -> None:
         raise BadInput(f"{option} {path!r} is a file, not a folder")
 
 
-def checked_backend(name: str, device) -> None:
-    from bkprof.core import resolve_backend
-
-    try:
-        resolve_backend(name, device)
-    except ValueError as error:
-        raise BadInput(f"--backend: {error}") from None
-
-
 def run_with_progress(plan: SweepPlan, settings: dict) -> Report:
     """Run every point with a progress bar on stderr, then build the report."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from bkprof.sweep.report import sweep_report
 
     measures = _measures(settings)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("sweep", total=plan.size)
+    with progress_bar(plan.size, "sweep") as update:
 
         def advance(row: dict) -> None:
             where = ", ".join(f"{name}={row[name]}" for name in plan.axes)
-            progress.update(task, advance=1, description=f"{row['variant']} {where}")
+            update(f"{row['variant']} {where}", advance=1)
 
         rows = run_sweep(plan, measures, on_row=advance)
     report = sweep_report(plan, rows, settings)
