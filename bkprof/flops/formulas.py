@@ -32,7 +32,8 @@ FORMULAS: dict[str, OpFormula] = {}
 
 
 def formula(*names: str, family: str, rule: str):
-    """Register `count(func, args, kwargs, out) -> {family: FLOPs}` for the aten ops `names`."""
+    """Register `count(func, args, kwargs, out) -> {family: FLOPs}` for the ops `names`: aten ops by
+    their name, others (bkprof's custom ops) as "namespace::name"."""
 
     def register(count):
         for name in names:
@@ -61,12 +62,14 @@ def _torch_matmul(func, args, kwargs, out) -> int:
 
 # ---- matmul family: 2 FLOPs per multiply-accumulate; bias adds are elementwise ----
 
-@formula("mm", "bmm", family="matmul", rule="2·M·K·N (2 per multiply-accumulate)")
+@formula("mm", "bmm", "bkprof::grouped_linear_input_grad", family="matmul",
+         rule="2·M·K·N (2 per multiply-accumulate)")
 def _mm(func, args, kwargs, out):
     return {"matmul": _torch_matmul(func, args, kwargs, out)}
 
 
-@formula("addmm", "baddbmm", family="matmul", rule="2·M·K·N + M·N (the bias add, 1 per output element)")
+@formula("addmm", "baddbmm", "bkprof::grouped_linear", family="matmul",
+         rule="2·M·K·N + M·N (the bias add, 1 per output element)")
 def _addmm(func, args, kwargs, out):
     return {"matmul": _torch_matmul(func, args, kwargs, out), "bias": out.numel()}
 
@@ -84,6 +87,12 @@ def _convolution_backward(func, args, kwargs, out):
     output_mask = args[10]
     return {"matmul": _torch_matmul(func, args, kwargs, out),
             "reduction": _numel(args[0]) if output_mask[2] else 0}
+
+
+@formula("bkprof::grouped_linear_weight_grad", family="matmul",
+         rule="2·M·K·N (grad_weight); grad_bias: 1 per grad_output element, a reduction as nn.Linear's")
+def _grouped_weight_grad(func, args, kwargs, out):
+    return {"matmul": _torch_matmul(func, args, kwargs, out), "reduction": args[0].numel()}
 
 
 # ---- elementwise: per output element; complex results in real FLOPs ----
@@ -199,16 +208,20 @@ def _data(func, args, kwargs, out):
     return {"data": 0}
 
 
+def _registry_name(func) -> str:
+    name = func.overloadpacket.__name__
+    return name if func.namespace == "aten" else f"{func.namespace}::{name}"
+
+
 def has_formula(func) -> bool:
-    return (func.namespace == "aten" and func.overloadpacket.__name__ in FORMULAS) or \
-        func.overloadpacket in flop_counter.flop_registry
+    return _registry_name(func) in FORMULAS or func.overloadpacket in flop_counter.flop_registry
 
 
 def count_op(func, args, kwargs, out) -> Counts | None:
     """{family: FLOPs} for one executed op, or None when neither registry has a formula for it
     (or its formula has no rule for these arguments, such as a complex `relu`)."""
-    name = func.overloadpacket.__name__
-    if func.namespace == "aten" and name in FORMULAS:
+    name = _registry_name(func)
+    if name in FORMULAS:
         return FORMULAS[name].count(func, args, kwargs, out)
     if func.overloadpacket in flop_counter.flop_registry:
         return {"custom": int(flop_counter.flop_registry[func.overloadpacket](*args, **kwargs, out_val=out))}
