@@ -1,4 +1,4 @@
-"""The grouped linear ops: exact, differentiable, counted, and sync-free on CUDA.
+"""The grouped linear ops behind the MoE-FFN: exact, differentiable, counted, and sync-free on CUDA.
 
 The CUDA tests are skipped where CUDA or triton is missing (CI); run them on a GPU machine with
 `python -m pytest -q tests/test_grouped.py`.
@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from bkprof.flops.counter import count_flops
+from bkprof.variants import LayerConfig, build
 from bkprof.variants import grouped
+from bkprof.variants.dense import MoEFFN
 from bkprof.variants.grouped import grouped_linear, matmul_flops
 
 ON_GPU = torch.cuda.is_available() and grouped.triton is not None
@@ -115,6 +117,42 @@ class _GroupedLayer(torch.nn.Module):
         return grouped_linear(x, self.ends, self.weight, self.bias), {}
 
 
+def _moe_reference(moe: MoEFFN, x: torch.Tensor) -> torch.Tensor:
+    """Each token through each of its top_k experts, one at a time, weighted by the softmax of its top_k logits."""
+    e = moe.experts
+    tokens = x.reshape(-1, x.shape[-1])
+    out = torch.zeros_like(tokens)
+    for t, token in enumerate(tokens):
+        logits, experts = moe.gate(token).topk(moe.top_k)
+        for weight, k in zip(logits.softmax(-1), experts.tolist()):
+            hidden = torch.relu(F.linear(token, e.w1[k], e.b1[k]))
+            out[t] += weight * F.linear(hidden, e.w2[k], e.b2[k])
+    return out.view_as(x)
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_moe_equals_a_per_token_loop(top_k):
+    config = LayerConfig(d_model=8, n_seq=12, num_experts=3, top_k=top_k)
+    moe = build("dense", config, seed=3).moe.eval()
+    x = torch.randn(2, 12, 8, dtype=torch.float64)
+    out, index = moe.double()(x)
+    torch.testing.assert_close(out, _moe_reference(moe, x), rtol=1e-12, atol=1e-12)
+    assert index.shape == (2, 12, top_k)
+
+
+def test_experts_initialise_like_separate_linears():
+    """The stacked weights hold what E pairs of nn.Linear would draw, in the same order."""
+    config = LayerConfig(d_model=8, n_seq=12, num_experts=3)
+    experts = build("dense", config, seed=5).moe.experts
+    torch.manual_seed(5)
+    torch.nn.Linear(8, 3)  # the gate draws first
+    for k in range(3):
+        first, second = torch.nn.Linear(8, 16), torch.nn.Linear(16, 8)
+        for mine, theirs in ((experts.w1[k], first.weight), (experts.b1[k], first.bias),
+                             (experts.w2[k], second.weight), (experts.b2[k], second.bias)):
+            assert torch.equal(mine, theirs)
+
+
 # ---- CUDA (Triton) -----------------------------------------------------------------------------
 
 def _on_cuda(*tensors):
@@ -146,3 +184,67 @@ def test_triton_reads_non_contiguous_inputs():
     wide = torch.randn(x.shape[0], 64, device="cuda")
     wide[:, ::2] = x
     torch.testing.assert_close(grouped_linear(wide[:, ::2], ends, weight, bias), grouped_linear(x, ends, weight, bias))
+
+
+def _moe_step(moe: MoEFFN, x: torch.Tensor) -> None:
+    out, _ = moe(x)
+    out.backward(torch.ones_like(out))
+
+
+@gpu_only
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_moe_forward_and_backward_never_synchronise(top_k):
+    """A host sync would raise under sync debug mode "error": nonzero, .item(), boolean masks, bincount..."""
+    config = LayerConfig(d_model=32, n_seq=64, num_experts=4, top_k=top_k)
+    moe = build("dense", config).moe.cuda().train()
+    x = torch.randn(4, 64, 32, device="cuda", requires_grad=True)
+    _moe_step(moe, x)  # compiles the kernels and fills the allocator's cache first
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        _moe_step(moe, x)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+
+
+@gpu_only
+def test_moe_forward_replays_as_a_cuda_graph():
+    config = LayerConfig(d_model=32, n_seq=64, num_experts=4, top_k=2)
+    moe = build("dense", config).moe.cuda().eval()
+    x = torch.randn(4, 64, 32, device="cuda")
+    with torch.no_grad():
+        # warm-up on a side stream, as torch.cuda.graph's documentation asks (kernels compiled, cuBLAS set up)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            moe(x)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            captured, _ = moe(x)
+        x.copy_(torch.randn_like(x))  # new tokens, new routing
+        graph.replay()
+        expected, _ = moe(x)
+    torch.testing.assert_close(captured, expected)
+
+
+@gpu_only
+def test_moe_on_cuda_is_counted_like_on_cpu():
+    config = LayerConfig(d_model=32, n_seq=64, num_experts=4, top_k=2)
+    x = torch.randn(2, 64, 32)
+    on_cpu = count_flops(_MoEOnly(config), x, backward=True)
+    on_gpu = count_flops(_MoEOnly(config).cuda(), x.cuda(), backward=True)
+    assert not on_gpu.missing
+    assert on_gpu.flops == on_cpu.flops
+
+
+class _MoEOnly(torch.nn.Module):
+    """The dense layer's MoE-FFN alone, as a module returning (out, stats) named like the layer's."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.moe = build("dense", config).moe
+
+    def forward(self, x):
+        out, _ = self.moe(x)
+        return out, {}

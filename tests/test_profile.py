@@ -245,7 +245,7 @@ def test_cuda_rows_measure_peak_memory_and_graph_replay():
     assert (frame["status"] == "ok").all() and (frame["peak_mib"] > 0).all()
     # the BK-Core alone has no host synchronisation, so it can always be captured
     assert (frame["bk_core_graph_ms"] > 0).all()
-    # the MoE routes with nonzero (a host sync): either captured, or the note says why not
+    # a step that syncs (the MoE, where Triton is missing): either captured, or the note says why not
     assert all(ms > 0 or "not capturable" in note for ms, note in zip(frame["graph_ms"].fillna(0), frame["note"]))
 
 

@@ -114,7 +114,8 @@ def _dense_parts(c: LayerConfig, b: int, n: int, training: bool, device: str) ->
     routed = t * k
     return {
         "gate": linear(t, d, c.num_experts),
-        "routing": _f(normalization=SOFTMAX_PER_ELEMENT * routed, elementwise=routed * d, index=routed * d),
+        # softmax of the top-k logits, then each pair's expert output times its weight, summed over slots
+        "routing": _f(normalization=SOFTMAX_PER_ELEMENT * routed, elementwise=routed * d, reduction=routed * d),
         "experts": linear(routed, d, 2 * d) + pointwise(routed * 2 * d) + dropout(routed * 2 * d, c, training)
         + linear(routed, 2 * d, d),
         "v_projection": linear(t, d, 1) + pointwise(t),

@@ -13,7 +13,7 @@ WHY = {
     "bk_core": "exact G_ii at any subset needs both sweeps over every position: nothing is skipped",
     "mask": "left out: top-k / Gumbel mask and its statistics",
     "gate": "left out: the MoE gate Linear(d, E)",
-    "routing": "left out: softmax of the top-k logits, weighting and scatter of expert outputs",
+    "routing": "left out: softmax of the top-k logits, sorting tokens by expert, weighting and summing expert outputs",
     "v_projection": "left out: Linear(d, 1) and clamp",
     "output_projection": "left out: Linear(2, d) and clamp",
     "residual": "left out: residual adds and learned scales",

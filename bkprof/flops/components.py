@@ -16,7 +16,7 @@ COMPONENTS = (
 
 
 def component_of(path: str) -> str:
-    """`moe.experts.2.0` -> experts, `inner.bk_core` -> bk_core, `` (a layer's own ops) -> residual."""
+    """`moe.experts.dropout` -> experts, `inner.bk_core` -> bk_core, `` (a layer's own ops) -> residual."""
     parts = [p for p in path.split(".") if p and p != "inner"]
     if not parts:
         return "residual"

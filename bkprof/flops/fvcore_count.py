@@ -2,7 +2,8 @@
 
 fvcore traces the module with torch.jit, which drops results nobody uses; every variant returns
 its statistics (masks, importance scores) only in a dict, so the module is wrapped to return them
-as outputs and nothing it computes is dropped from the trace.
+as outputs and nothing it computes is dropped from the trace. The MoE experts' grouped linear
+(`bkprof::grouped_linear`, a custom op the trace keeps whole) gets its own handle.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 # fvcore operators that are matmul / linear / conv work (the same work as bkprof's matmul family)
-MATMUL_OPERATORS = ("addmm", "linear", "matmul", "mm", "bmm", "einsum", "conv", "_convolution")
+MATMUL_OPERATORS = ("addmm", "linear", "matmul", "mm", "bmm", "einsum", "conv", "_convolution", "grouped_linear")
 
 
 class _FlatOutputs(nn.Module):
@@ -37,10 +38,19 @@ class FvcoreCount:
         return sum(v for op, v in self.by_operator.items() if op in MATMUL_OPERATORS)
 
 
+def _grouped_linear_macs(inputs, outputs) -> int:
+    """bkprof::grouped_linear(x (R, in), ends, weight, bias) -> (R, out): R·in·out multiply-accumulates."""
+    from fvcore.nn.jit_handles import get_shape
+
+    rows, fan_in = get_shape(inputs[0])
+    return rows * fan_in * get_shape(outputs[0])[1]
+
+
 def fvcore_count(model: nn.Module, x: torch.Tensor) -> FvcoreCount:
     from fvcore.nn import FlopCountAnalysis
 
     analysis = FlopCountAnalysis(_FlatOutputs(model.eval()), (x,))
+    analysis.set_op_handle("bkprof::grouped_linear", _grouped_linear_macs)
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
     return FvcoreCount(
         total_macs=int(analysis.total()),

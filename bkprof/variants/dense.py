@@ -7,33 +7,59 @@ from torch import nn
 
 from bkprof.core import tridiag_resolvent_diagonal
 from bkprof.variants.config import LayerConfig
+from bkprof.variants.grouped import grouped_linear
+
+
+def _stacked(parameters) -> nn.Parameter:
+    return nn.Parameter(torch.stack([p.detach() for p in parameters]))
+
+
+class GroupedExperts(nn.Module):
+    """E experts Linear(d, 2d) -> ReLU -> Dropout -> Linear(2d, d), their weights stacked (E, ...),
+    run on rows sorted by expert (`ends`: each expert's cumulative end row) as two grouped linears."""
+
+    def __init__(self, c: LayerConfig):
+        super().__init__()
+        d = c.d_model
+        # nn.Linear's own initialisation, drawn in the order of E separate experts
+        firsts, seconds = zip(*[(nn.Linear(d, 2 * d), nn.Linear(2 * d, d)) for _ in range(c.num_experts)])
+        self.w1, self.b1 = _stacked(f.weight for f in firsts), _stacked(f.bias for f in firsts)
+        self.w2, self.b2 = _stacked(s.weight for s in seconds), _stacked(s.bias for s in seconds)
+        self.dropout = nn.Dropout(c.dropout)
+
+    def forward(self, rows: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+        hidden = self.dropout(torch.relu(grouped_linear(rows, ends, self.w1, self.b1)))
+        return grouped_linear(hidden, ends, self.w2, self.b2)
 
 
 class MoEFFN(nn.Module):
     """Gate Linear(d, E), top-k routing; expert = Linear(d, 2d) -> ReLU -> Dropout -> Linear(2d, d).
 
     Each token runs through exactly top_k experts, weighted by the softmax of its top_k gate logits.
+    The (token, slot) pairs are sorted by expert and each expert's rows run through its weights in
+    one grouped op per layer (`grouped`): no per-expert selection, no shape that depends on the
+    routing, so on CUDA (with Triton) the layer never synchronises with the host.
     """
 
     def __init__(self, c: LayerConfig):
         super().__init__()
-        d = c.d_model
         self.top_k = c.top_k
-        self.gate = nn.Linear(d, c.num_experts)
-        self.experts = nn.ModuleList(
-            nn.Sequential(nn.Linear(d, 2 * d), nn.ReLU(), nn.Dropout(c.dropout), nn.Linear(2 * d, d))
-            for _ in range(c.num_experts)
-        )
+        self.num_experts = c.num_experts
+        self.gate = nn.Linear(c.d_model, c.num_experts)
+        self.experts = GroupedExperts(c)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = x.reshape(-1, x.shape[-1])
         top_logits, top_index = self.gate(tokens).topk(self.top_k, dim=-1)
         weights = top_logits.softmax(dim=-1)
-        out = torch.zeros_like(tokens)
-        for e, expert in enumerate(self.experts):
-            token, slot = (top_index == e).nonzero(as_tuple=True)
-            # index_put (accumulate) rather than index_add: the latter is ~1000x slower on 2-thread CPUs
-            out = out.index_put((token,), expert(tokens[token]) * weights[token, slot, None], accumulate=True)
+        # pair p = token * top_k + slot; stable, so each expert's rows keep token order
+        expert, order = top_index.flatten().sort(stable=True)
+        ends = torch.searchsorted(expert, torch.arange(self.num_experts, device=x.device), right=True)
+        token_of_pair = order.div(self.top_k, rounding_mode="floor")
+        sorted_out = self.experts(tokens[token_of_pair], ends)
+        # each row back to its pair's place (a write: every pair once), then the weighted sum over slots
+        pair_out = sorted_out.new_empty(sorted_out.shape).index_put((order,), sorted_out)
+        out = (pair_out.view(*weights.shape, -1) * weights[..., None]).sum(1)
         return out.view_as(x), top_index.view(*x.shape[:-1], self.top_k)
 
 
