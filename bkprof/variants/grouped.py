@@ -177,10 +177,11 @@ def _triton_weight_grad(grad: torch.Tensor, ends: torch.Tensor, x: torch.Tensor)
     groups, cols, inner = ends.shape[0], grad.shape[1], x.shape[1]
     grad_weight = x.new_empty(groups, cols, inner)
     grad_bias = grad.new_empty(groups, cols)
-    if grad_weight.numel() == 0:
-        return grad_weight, grad_bias.zero_()
+    if grad_bias.numel() == 0:  # no groups or no outputs: both gradients are empty
+        return grad_weight, grad_bias
     block_m, block_n, block_k = TILES[x.dtype]
-    grid = (groups, triton.cdiv(cols, block_n), triton.cdiv(inner, block_k))
+    # one input block at least: its programs also write grad_bias
+    grid = (groups, triton.cdiv(cols, block_n), max(1, triton.cdiv(inner, block_k)))
     _grouped_weight_grad_kernel[grid](
         grad, x, ends.contiguous(), grad_weight, grad_bias, cols, inner, *grad.stride(), *x.stride(),
         *grad_weight.stride(), *grad_bias.stride(), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
