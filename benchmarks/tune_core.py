@@ -1,10 +1,10 @@
-"""Time the triton backend at one size under other chunk and lane settings (for NOTES-triton.md).
+"""Time the triton backend at one size with other lane counts per program (for NOTES-triton.md).
 
     python benchmarks/tune_core.py [B N]
 
-Each setting patches triton_backend.MIN_CHUNK / LANES (rows longer than SHORT_ROW_MAX) or
-SHORT_MIN_LANES (short rows), checks the result against the default setting, and prints the
-median µs of triton.testing.do_bench (L2 flushed between calls).
+Each setting patches triton_backend.MIN_LANES (the fewest lanes a program has), checks the result
+against the default setting, and prints the median µs of triton.testing.do_bench (L2 flushed
+between calls).
 """
 
 from __future__ import annotations
@@ -27,19 +27,14 @@ def main() -> None:
     diag = torch.rand(batch, n, device="cuda", generator=gen) * 6 - 5
     k = torch.rand(batch, n - 1, device="cuda", generator=gen) + 0.5
     baseline = tb.run(diag, k, 1j)
-    defaults = tb.MIN_CHUNK, tb.LANES, tb.SHORT_MIN_LANES
-    if n <= tb.SHORT_ROW_MAX:
-        settings = [(tb.MIN_CHUNK, tb.LANES, short) for short in (32, 64, 128)]
-    else:
-        settings = [(chunk, lanes, tb.SHORT_MIN_LANES) for chunk in (128, 256, 512) for lanes in (32, 64, 128)]
-    for tb.MIN_CHUNK, tb.LANES, tb.SHORT_MIN_LANES in settings:
+    default = tb.MIN_LANES
+    for tb.MIN_LANES in (32, 64, 128):
         g = tb.run(diag, k, 1j)
         err = ((g - baseline).abs().max() / baseline.abs().max()).item()
         us = do_bench(lambda: tb.run(diag, k, 1j), warmup=50, rep=300, return_mode="median") * 1e3
-        lanes = tb.short_layout(n)[0] if n <= tb.SHORT_ROW_MAX else tb.LANES
-        print(f"B={batch} N={n} chunk={tb.chunk_length(n)} lanes={lanes}: {us:9.1f} us  "
+        print(f"B={batch} N={n} lanes, positions per lane, segments {tb.row_layout(n)}: {us:9.1f} us  "
               f"(diff vs default {err:.1e})", flush=True)
-    tb.MIN_CHUNK, tb.LANES, tb.SHORT_MIN_LANES = defaults
+    tb.MIN_LANES = default
 
 
 if __name__ == "__main__":

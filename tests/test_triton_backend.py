@@ -35,26 +35,27 @@ def test_kernel_flops_linear_in_rows(n):
     for rows in (2, 7, 1024):
         assert triton_backend.kernel_flops(rows, n) == rows * per_row
     # at least the 26 FLOPs per position of the sweeps, which every position slot runs
-    assert per_row >= triton_backend.TILED_SWEEP_FLOPS_PER_SLOT * n
+    assert per_row >= triton_backend.SWEEP_FLOPS_PER_SLOT * n
     assert BACKENDS["triton"].kernel_flops is triton_backend.kernel_flops
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 5, 256, 257, 1000, 2047, 2048, 2049, 65536])
-def test_chunks_cover_the_row(n):
-    chunk = triton_backend.chunk_length(n)
-    if n <= triton_backend.SHORT_ROW_MAX:
-        lanes, chunk = triton_backend.short_layout(n)
-        assert chunk in (4, 8, 16) and lanes % 32 == 0 and lanes & (lanes - 1) == 0
-        assert lanes * chunk >= n > (lanes * chunk) // 2 or lanes == triton_backend.SHORT_MIN_LANES
-        assert triton_backend.scratch_shape(7, n) == (0, 7)
-    else:
-        assert chunk % triton_backend.TILE == 0 and n > chunk >= triton_backend.MIN_CHUNK
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 256, 257, 1000, 2047, 2048, 2049, 4096, 6145, 65536])
+def test_layout_covers_the_row(n):
+    lanes, per_lane, segments = triton_backend.row_layout(n)
+    assert per_lane in (4, 8, 16) and lanes % 32 == 0 and lanes & (lanes - 1) == 0
+    assert segments == -(-n // triton_backend.SEGMENT_MAX)
+    capacity = segments * lanes * per_lane
+    assert capacity >= n > capacity - triton_backend.SEGMENT_MAX or lanes == triton_backend.MIN_LANES
+    if segments > 1:
+        assert lanes * per_lane == triton_backend.SEGMENT_MAX
 
 
-@pytest.mark.parametrize("n, per_row", [(256, (88 + 26) * 256 + 32 * (2 * 79 * 5 + 56)),
-                                        (2048, (88 + 26) * 2048 + 128 * (2 * 79 * 7 + 56))])
-def test_short_row_flops_follow_the_layout(n, per_row):
-    """Short rows: 32 lanes x 8 slots at n = 256, 128 lanes x 16 at n = 2048; two scans of log2(lanes) steps."""
+@pytest.mark.parametrize("n, per_row", [(256, (65 + 26) * 256 + 32 * (2 * 79 * 5 + 56)),
+                                        (2048, (65 + 26) * 2048 + 128 * (2 * 79 * 7 + 56)),
+                                        (6000, 3 * ((65 + 26) * 2048 + 128 * (2 * 79 * 7 + 56) + 2 * 28))])
+def test_flops_follow_the_layout(n, per_row):
+    """32 lanes x 8 slots at n = 256, 128 lanes x 16 at n = 2048, two scans of log2(lanes) steps;
+    three such segments at n = 6000, each program carrying its ratios through the other two's maps."""
     assert triton_backend.kernel_flops(3, n) == 3 * per_row
 
 
@@ -75,10 +76,9 @@ def _chain_on_gpu(seed, batch, n, scale, dtype=torch.float32):
 
 
 def _poisoned_launch(diag, k, z):
-    """Run the kernels into output and scratch buffers filled with NaN: any element not written stays NaN."""
+    """Run the kernel into an output buffer filled with NaN: any element not written stays NaN."""
     out = torch.full((*diag.shape, 2), float("nan"), dtype=diag.dtype, device=diag.device)
-    scratch = torch.full(triton_backend.scratch_shape(*diag.shape), float("nan"), dtype=diag.dtype, device=diag.device)
-    triton_backend.launch(diag, k, z, out, scratch)
+    triton_backend.launch(diag, k, z, out)
     return torch.view_as_complex(out)
 
 
@@ -88,10 +88,11 @@ def _truth(diag, upper, lower, z):
     return tridiag_resolvent_diagonal(diag.double(), upper.double(), lower.double(), z, backend="vectorized")
 
 
-# short rows (one program per row, N <= 2048) around each layout change, then the chunked path
+# one-segment rows (N <= 2048) around each layout change, then rows of several segments of 2048
+# whose last segment holds one position, all 2048, or some
 GRID = [(1, 1), (3, 1), (1, 2), (3, 2), (1, 3), (5, 5), (64, 17), (1024, 2), (1024, 64), (2, 127), (8, 255),
         (8, 256), (1024, 256), (7, 257), (3, 511), (3, 513), (2, 1000), (8, 1024), (5, 2047), (64, 2048), (3, 2049),
-        (33, 4096), (1, 16384), (256, 16384), (1024, 16384), (1, 65536), (4, 65536)]
+        (33, 4096), (2, 6145), (1, 16384), (256, 16384), (1024, 16384), (1, 65536), (4, 65536), (1, 100_003)]
 
 
 @gpu_only
