@@ -41,13 +41,14 @@ def test_kernel_flops_linear_in_rows(n):
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 256, 257, 1000, 2047, 2048, 2049, 4096, 6145, 65536])
 def test_layout_covers_the_row(n):
+    SEGMENT_MAX = triton_backend.SEGMENT_LANES * triton_backend.TILE
     lanes, per_lane, segments = triton_backend.row_layout(n)
     assert per_lane in (4, 8, 16) and lanes % 32 == 0 and lanes & (lanes - 1) == 0
-    assert segments == -(-n // triton_backend.SEGMENT_MAX)
+    assert segments == -(-n // SEGMENT_MAX)
     capacity = segments * lanes * per_lane
-    assert capacity >= n > capacity - triton_backend.SEGMENT_MAX or lanes == triton_backend.MIN_LANES
+    assert capacity >= n > capacity - SEGMENT_MAX or lanes == triton_backend.MIN_LANES
     if segments > 1:
-        assert lanes * per_lane == triton_backend.SEGMENT_MAX
+        assert lanes * per_lane == SEGMENT_MAX
 
 
 @pytest.mark.parametrize("n, per_row", [(256, (65 + 26) * 256 + 32 * (2 * 79 * 5 + 56)),

@@ -3,7 +3,7 @@
 Notation as in `sweeps`: alpha_i = diag_i - z, left ratios d_i = alpha_i - k_{i-1} / d_{i-1},
 right ratios e_i = alpha_i - k_i / e_{i+1}, G_ii = 1 / (d_i - k_i / e_{i+1}).
 
-A row is cut into segments of at most SEGMENT_MAX positions, one program each (rows up to that
+A row is cut into segments of at most SEGMENT_LANES x TILE positions, one program each (rows up to that
 length are one segment), and a segment into lanes of 4 to 16 positions (`row_layout`). A program:
 1. loads its lanes' positions and multiplies their 2x2 complex transfer matrices, left sweep
    P <- [[alpha_i, -k_{i-1}], [1, 0]] P and right sweep Q <- Q [[alpha_i, -k_i], [1, 0]],
@@ -48,7 +48,7 @@ except ImportError:  # CPU-only machines (CI): the backend is registered but rep
 
 QUAD = 4                # positions per load
 TILE = 16               # positions per lane at most (four quads)
-SEGMENT_MAX = 2048    # positions per segment at most: 128 lanes of 16
+SEGMENT_LANES = 128     # lanes of a program that holds a full segment
 MIN_LANES = 32    # at least one warp per program
 
 # Real FLOPs per unit of work, counted from the kernel source below (see `kernel_flops`).
@@ -62,9 +62,10 @@ SCAN_STEP_FLOPS = 79              # 2x2 complex matrix product 56 + rescale 23, 
 def row_layout(n: int) -> tuple[int, int, int]:
     """Lanes per program (a power of two, a warp at least), positions per lane (4, 8 or 16) and
     segments (programs) per row of length n."""
-    segment = min(n, SEGMENT_MAX)
+    segment_max = SEGMENT_LANES * TILE
+    segment = min(n, segment_max)
     lanes = max(MIN_LANES, 1 << math.ceil(math.log2(-(-segment // TILE))))
-    return lanes, max(QUAD, 1 << math.ceil(math.log2(-(-segment // lanes)))), -(-n // SEGMENT_MAX)
+    return lanes, max(QUAD, 1 << math.ceil(math.log2(-(-segment // lanes)))), -(-n // segment_max)
 
 
 def kernel_flops(rows: int, n: int) -> int:
