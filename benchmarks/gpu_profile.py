@@ -32,16 +32,16 @@ def gpu_short_name() -> str:
     return match.group(1) if match else re.sub(r"\W+", "-", name)
 
 
-def profile(extra: list[str], output: Path) -> tuple[dict, str]:
+def profile(extra: list[str], output: Path) -> dict:
+    """One `bkprof profile` run's report; should it die (no report written), once more without --graphs."""
     extra = [*extra, *OPTIONS]
-    """One `bkprof profile` run and its command; should it die (no report written), once more without --graphs."""
     for common in (COMMON, [a for a in COMMON if a != "--graphs"]):
         command = [sys.executable, "-m", "bkprof", "profile", *common, *extra, "--output", str(output)]
         print("$", " ".join(["bkprof", *command[3:]]), flush=True)
         done = subprocess.run(command, text=True, capture_output=True)
         print(f"exit {done.returncode}", done.stderr.strip()[-3000:], sep="\n", flush=True)
         if output.exists():
-            return json.loads(output.read_text()), " ".join(["bkprof", "profile", *common, *extra])
+            return json.loads(output.read_text())
     raise SystemExit(f"bkprof profile wrote no report for {extra}")
 
 
@@ -80,7 +80,7 @@ def write_repeat(out: Path, gpu: str) -> str:
         sections.append(to_markdown(Table(
             f"{config}: median step time, run 2 vs run 1 ({gpu})", frame,
             {**ms, "eager change": "{:+.1%}", "graph change": "{:+.2%}", "BK-Core graph change": "{:+.2%}"},
-            f"`{' '.join(['bkprof profile', *COMMON, *CONFIGS[config]])}` twice, in the same call. Eager: CUDA events around each step as the host "
+            f"`{' '.join(['bkprof profile', *COMMON, *CONFIGS[config], *OPTIONS])}` twice, in the same call. Eager: CUDA events around each step as the host "
             "launches it; graph: replays of the whole step captured as one CUDA graph (device time).")))
     verdict = (f"Graph-replay medians (device time) repeat within {REPEAT_TOLERANCE:.0%}: "
                f"{'yes' if largest['graph change'] <= REPEAT_TOLERANCE else 'no'} (largest |change| "
@@ -98,7 +98,7 @@ def main(out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     gpu = gpu_short_name()
     for config, extra in CONFIGS.items():
-        first, _ = profile(extra, out / f"profile-{gpu}-{config}.json")
+        first = profile(extra, out / f"profile-{gpu}-{config}.json")
         profile(extra, out / f"profile-{gpu}-{config}-run2.json")
         write_atomic(out / f"profile-{gpu}-{config}.md", render(report_from_payload(first), "markdown"))
         print(render(report_from_payload(first), "table"), flush=True)
