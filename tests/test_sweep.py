@@ -181,8 +181,9 @@ def test_sweep_profile_and_plots(tmp_path):
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)["rows"]
     assert len(rows) == 4 and all(r["median_ms"] > 0 and r["error"] is None for r in rows)
-    names = sorted(p.name for p in tmp_path.iterdir())
+    names = sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".png")
     assert names == ["flops_vs_n.png", "importance_masks.png", "reduction_vs_sparsity.png", "time_vs_n.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bkprof-manifest.json", *names]
     assert all((tmp_path / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for n in names)
 
 

@@ -9,7 +9,7 @@ import typer
 
 from bkprof.cli import app
 from bkprof.cli.errors import BadInput
-from bkprof.cli.options import Format, FormatOpt, Output
+from bkprof.cli.options import Format, FormatOpt, Output, checked_file
 
 ThresholdsOpt = Annotated[Optional[Path], typer.Option(
     "--thresholds", help="TOML file of thresholds (default: the tool.bkprof.thresholds table of the nearest pyproject.toml).")]
@@ -19,7 +19,7 @@ ProfileOpt = Annotated[Optional[Path], typer.Option(
     "--profile", help="A `bkprof profile --format json` report for profile.* metrics (skipped without one).")]
 RunProfileOpt = Annotated[bool, typer.Option(
     "--run-profile", help="Where torch sees a CUDA device, profile the variants now (bkprof profile's defaults) for profile.* metrics.")]
-JunitOpt = Annotated[Optional[Path], typer.Option("--junit", help="Also write JUnit XML here, one testcase per metric.")]
+JunitOpt = Annotated[Optional[Path], typer.Option("--junit", callback=checked_file, help="Also write JUnit XML here, one testcase per metric.")]
 UpdateOpt = Annotated[bool, typer.Option(
     "--update-baseline", help="Rewrite the baseline (atomically) with the current documents, then check against it.")]
 
@@ -54,11 +54,16 @@ def _outcomes(thresholds_path, baseline_path, profile, run_profile, update_basel
     from bkprof.check import (ThresholdError, compare, current_documents, find_thresholds, load_baseline,
                               load_thresholds, profiled_now, write_baseline)
 
+    from bkprof.report.io import check_output
+
     try:
         thresholds = load_thresholds(thresholds_path or find_thresholds())
+        baseline_given = baseline_path is not None
         baseline_path = baseline_path or thresholds.baseline
         if update_baseline and baseline_path is None:
             raise ThresholdError(f"--update-baseline needs a baseline path: set baseline = \"PATH\" in {thresholds.origin} or pass --baseline")
+        if update_baseline:
+            check_output(baseline_path, "--baseline" if baseline_given else "baseline")
         documents = current_documents(thresholds.flops, profile)
         measured = profiled_now(thresholds.flops) if run_profile else None
         if measured is not None:

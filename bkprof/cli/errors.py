@@ -7,6 +7,8 @@ import sys
 import typer
 import typer.core
 
+from bkprof.report.io import OutputError
+
 BAD_INPUT = 2
 
 
@@ -25,7 +27,7 @@ class OneLineErrors(typer.core.TyperGroup):
         kwargs["standalone_mode"] = False
         try:
             code = super().main(*args, **kwargs)
-        except BadInput as error:
+        except (BadInput, OutputError) as error:
             _say(str(error))
             sys.exit(BAD_INPUT)
         except OSError as error:

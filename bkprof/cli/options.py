@@ -41,7 +41,29 @@ InterpOpt = Annotated[Interp, typer.Option("--interp", help="How skipped G_ii ar
 Batch = Annotated[int, typer.Option("--batch", help="Sequences per batch (counts are per sequence x batch).")]
 Variants = Annotated[Optional[list[Variant]], typer.Option("--variant", help="Variant to include (repeatable; default: all four).")]
 FormatOpt = Annotated[Format, typer.Option("--format", help="Output format.")]
-Output = Annotated[Optional[str], typer.Option("--output", help="Write the report to this file (atomically; folders are created).")]
+def checked_file(ctx: typer.Context, param: typer.CallbackParam, value):
+    """An output file's path, checked while the options are parsed: before any work starts."""
+    if value is not None:
+        from bkprof.report.io import check_output
+
+        check_output(value, param.opts[0])
+    return value
+
+
+def checked_folder(*suffixes: str):
+    """An output folder's check (see bkprof.report.io.OutputSet), run while the options are parsed."""
+    def check(ctx: typer.Context, param: typer.CallbackParam, value):
+        if value is not None:
+            from bkprof.report.io import OutputSet
+
+            OutputSet(value, param.opts[0], suffixes)
+        return value
+
+    return check
+
+
+Output = Annotated[Optional[str], typer.Option("--output", callback=checked_file,
+                                              help="Write the report to this file (whole or not at all; folders are created).")]
 Backend = Annotated[str, typer.Option("--backend", help="BK-Core backend: auto, reference, vectorized, or triton (CUDA).")]
 
 

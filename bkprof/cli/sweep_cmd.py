@@ -9,7 +9,7 @@ import typer
 
 from bkprof.cli import app
 from bkprof.cli.errors import BadInput
-from bkprof.cli.options import Backend, FormatOpt, Format, Output, Variants, positive, variant_names
+from bkprof.cli.options import Backend, FormatOpt, Format, Output, Variants, checked_folder, positive, variant_names
 from bkprof.cli.profile_cmd import Mode
 
 
@@ -22,6 +22,8 @@ def _axis(option: str, example: str):
 
 
 DEFAULT_N = "256:4096:x2"
+DATA_SUFFIXES = (".csv", ".json")
+PLOT_SUFFIXES = (".png", ".json")
 
 
 @app.command("sweep", help="FLOPs for every point of a grid of configs and variants, scaling exponents versus N, "
@@ -49,20 +51,19 @@ def sweep(
     warmup: Annotated[int, typer.Option("--warmup", help="With --profile: untimed runs first.")] = 3,
     runs: Annotated[int, typer.Option("--runs", help="With --profile: timed runs (the median is reported).")] = 10,
     backend: Backend = "auto",
-    output_dir: Annotated[Optional[str], typer.Option("--output-dir", help="Save sweep.csv, sweep.json and scaling.csv here.")] = None,
-    plot: Annotated[Optional[str], typer.Option("--plot", help="Save PNG plots in this folder.")] = None,
+    output_dir: Annotated[Optional[str], typer.Option("--output-dir", callback=checked_folder(*DATA_SUFFIXES), help="Save sweep.csv, sweep.json and scaling.csv here (with a manifest; the folder is replaced whole).")] = None,
+    plot: Annotated[Optional[str], typer.Option("--plot", callback=checked_folder(*PLOT_SUFFIXES), help="Save PNG plots in this folder (with a manifest; the folder is replaced whole).")] = None,
     fmt: FormatOpt = Format.table,
     output: Output = None,
 ) -> None:
-    from bkprof.sweep.cli_support import build_plan, checked_folder, run_with_progress, save_outputs
+    from bkprof.report.io import output_folders
+    from bkprof.sweep.cli_support import build_plan, run_with_progress, save_outputs
 
     given = {"n_seq": n_seq, "d_model": d_model, "num_experts": experts, "top_k": top_k, "sparsity": sparsity,
              "downsample": downsample, "interp": interp, "batch": batch}
     if not profile and (device != "cpu" or mode is not Mode.forward):
         raise BadInput("--device and --mode need --profile")
     positive("--runs", runs)
-    checked_folder("--output-dir", output_dir)
-    checked_folder("--plot", plot)
     if warmup < 0:
         raise BadInput(f"--warmup must be non-negative, got {warmup}")
     preset_name = preset.value if preset else None
@@ -70,8 +71,10 @@ def sweep(
     settings = {"profile": profile, "device": device, "mode": mode.value, "warmup": warmup, "runs": runs,
                 "train": train, "count": count, "interp_error": interp_error or preset is Preset.ablations,
                 "backend": backend, "preset": preset_name}
-    report = run_with_progress(plan, settings)
-    save_outputs(report, plan, output_dir, plot)
+    specs = [(output_dir, "--output-dir", DATA_SUFFIXES), (plot, "--plot", PLOT_SUFFIXES)]
+    with output_folders(specs, {"axes": plan.axes, "variants": plan.variants, **settings}) as (data_folder, plot_folder):
+        report = run_with_progress(plan, settings)
+        save_outputs(report, plan, data_folder, plot_folder)
     from bkprof.report import emit
 
     emit(report, fmt.value, output)

@@ -59,12 +59,6 @@ def checked_device(name: str):
     return device
 
 
-def checked_folder(option: str, path: str | None) -> None:
-    """A folder the sweep can write into: absent (it is created) or a folder, never a file."""
-    if path is not None and Path(path).exists() and not Path(path).is_dir():
-        raise BadInput(f"{option} {path!r} is a file, not a folder")
-
-
 def run_with_progress(plan: SweepPlan, settings: dict) -> Report:
     """Run every point with a progress bar on stderr, then build the report."""
     from bkprof.sweep.report import sweep_report
@@ -86,7 +80,8 @@ def run_with_progress(plan: SweepPlan, settings: dict) -> Report:
     return report
 
 
-def save_outputs(report: Report, plan: SweepPlan, output_dir: str | None, plot_dir: str | None) -> list[Path]:
+def save_outputs(report: Report, plan: SweepPlan, output_dir: Path | None, plot_dir: Path | None) -> list[Path]:
+    """The CSV/JSON files and the plots, into folders that exist (the staging folders of their output sets)."""
     written = []
     if output_dir:
         folder = Path(output_dir)
