@@ -186,8 +186,10 @@ def forward_families(name: str, c: LayerConfig, *, batch: int = 1, training: boo
     return _parts(name, c, batch, training, device)
 
 
-def backward_families(name: str, c: LayerConfig, *, batch: int = 1, device: str = "cpu") -> Counter:
-    """{family: FLOPs} of the backward pass after a train-mode forward (see the module docstring).
+def backward_families_by_component(name: str, c: LayerConfig, *, batch: int = 1,
+                                   device: str = "cpu") -> dict[str, Counter]:
+    """{component: {family: FLOPs}} of the backward pass after a train-mode forward (see the module
+    docstring): each component's backward is the gradient of its own forward work.
 
     Families are those of the forward work they differentiate (the counter files a bias gradient
     under `reduction`), and estimates are rounded to whole FLOPs.
@@ -197,15 +199,31 @@ def backward_families(name: str, c: LayerConfig, *, batch: int = 1, device: str 
     ratios = dict(BACKWARD_RATIO)
     backend = resolve_backend(c.backend, device).name
     bk_ratios = {**ratios, "complex": BK_CORE_COMPLEX_BACKWARD_RATIO.get(backend, 2.4)}
-    total = Counter()
-    if backend == "reference":
-        total["complex"] += reference_stack_gradient(batch, c.coarse_n if name in MULTISCALE else c.n_seq)
+    out: dict[str, Counter] = {}
     for component, flops in forward_families(name, c, batch=batch, training=True, device=device).items():
         if component in STATISTICS_ONLY:
+            out[component] = Counter()
             continue
         ratio = bk_ratios if component == "bk_core" else ratios
-        total.update({family: round(ratio.get(family, 1.0) * v) for family, v in flops.items()})
+        out[component] = Counter({family: round(ratio.get(family, 1.0) * v) for family, v in flops.items()})
+    if backend == "reference":
+        n = c.coarse_n if name in MULTISCALE else c.n_seq
+        out["bk_core"]["complex"] += reference_stack_gradient(batch, n)
+    return out
+
+
+def backward_families(name: str, c: LayerConfig, *, batch: int = 1, device: str = "cpu") -> Counter:
+    """{family: FLOPs} of the whole backward pass (the sum over `backward_families_by_component`)."""
+    total = Counter()
+    for flops in backward_families_by_component(name, c, batch=batch, device=device).values():
+        total.update(flops)
     return total
+
+
+def backward_components(name: str, config: LayerConfig, *, batch: int = 1, device: str = "cpu") -> dict[str, int]:
+    """Backward FLOPs per component (the component whose forward work each gradient differentiates)."""
+    parts = backward_families_by_component(name, config, batch=batch, device=device)
+    return {component: sum(flops.values()) for component, flops in parts.items()}
 
 
 def analytic_components(name: str, config: LayerConfig, *, batch: int = 1, backward: bool = False,

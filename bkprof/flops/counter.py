@@ -1,7 +1,14 @@
-"""The op counter: sees every aten op the modules execute and attributes its FLOPs to a component."""
+"""The op counter: sees every aten op the modules execute and attributes its FLOPs to a component.
+
+Forward ops belong to the innermost running submodule. Backward ops belong to the component whose
+forward created the autograd node being evaluated: autograd numbers the nodes it creates on a thread
+in order (sequence numbers), so the number at each module boundary splits them by component
+(`SequenceComponents`), and in backward `torch._C._current_autograd_node()` names the node.
+"""
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,13 +20,71 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from bkprof.flops.components import component_of
 from bkprof.flops.formulas import count_op, has_formula
 
+# backward work of nodes no component's forward created (the gradient seed's, AccumulateGrad)
+UNATTRIBUTED_BACKWARD = "backward"
+
+
+def next_sequence_nr() -> int:
+    """The sequence number autograd gives the next node created on this thread."""
+    return torch._C._autograd._get_sequence_nr()
+
+
+class SequenceComponents:
+    """Which component created each autograd node: (first sequence number, component) at every boundary."""
+
+    def __init__(self):
+        self._starts: list[int] = []
+        self._names: list[str] = []
+
+    def mark(self, component: str) -> None:
+        """Nodes created from now on (until the next mark) belong to `component`."""
+        seq = next_sequence_nr()
+        if self._starts and self._starts[-1] == seq:
+            self._names[-1] = component
+        else:
+            self._starts.append(seq)
+            self._names.append(component)
+
+    def component(self, sequence_nr: int) -> str | None:
+        i = bisect.bisect_right(self._starts, sequence_nr) - 1
+        return self._names[i] if i >= 0 else None
+
+
+def tensor_bytes(value) -> int:
+    """Bytes a tensor occupies (an expanded tensor: its storage, not its logical size); 0 for anything else."""
+    if not isinstance(value, torch.Tensor):
+        return 0
+    logical = value.numel() * value.element_size()
+    try:
+        return min(logical, value.untyped_storage().nbytes())
+    except (RuntimeError, NotImplementedError):  # tensors without storage
+        return logical
+
+
+def op_bytes(func, args, kwargs, out) -> int:
+    """Bytes one op moves if it reads each tensor input and writes each output once (views move none)."""
+    if getattr(func, "is_view", False):
+        return 0
+    flat = [*args, *kwargs.values(), *(out if isinstance(out, (tuple, list)) else (out,))]
+    total = 0
+    for item in flat:
+        for value in (item if isinstance(item, (tuple, list)) else (item,)):
+            total += tensor_bytes(value)
+    return total
+
 
 @dataclass
 class CountResult:
-    """FLOPs keyed by (phase, component, family, op); ops without a formula and their call counts."""
+    """FLOPs keyed by (phase, component, family, op); bytes by (phase, component); ops without a formula.
+
+    Backward entries carry the component whose forward created the autograd node, or
+    UNATTRIBUTED_BACKWARD. Bytes: each op reads its tensor inputs and writes its outputs once
+    (`op_bytes`), summed over the ops, with no reuse between ops (what eager execution does).
+    """
 
     flops: Counter = field(default_factory=Counter)
     missing: Counter = field(default_factory=Counter)
+    bytes: Counter = field(default_factory=Counter)
 
     def total(self, phase: str | None = None, family: str | None = None) -> int:
         return sum(v for (p, _, f, _), v in self.flops.items()
@@ -31,6 +96,9 @@ class CountResult:
             if p == phase:
                 out[component] += v
         return dict(out)
+
+    def bytes_by_component(self, phase: str = "forward") -> dict[str, int]:
+        return {component: v for (p, component), v in self.bytes.items() if p == phase}
 
     def by_op(self) -> dict[str, int]:
         out: Counter = Counter()
@@ -52,6 +120,7 @@ class OpCounter(TorchDispatchMode):
         self.result = CountResult()
         self.phase = "forward"
         self._stack: list[str] = [""]
+        self.nodes = SequenceComponents()
 
     @contextmanager
     def tracking_modules(self):
@@ -68,9 +137,16 @@ class OpCounter(TorchDispatchMode):
 
     def _enter_module(self, name: str) -> None:
         self._stack.append(name)
+        self.nodes.mark(component_of(name))
 
     def _leave_module(self) -> None:
         self._stack.pop()
+        self.nodes.mark(component_of(self._stack[-1]))
+
+    def _backward_component(self) -> str:
+        node = torch._C._current_autograd_node()
+        found = self.nodes.component(node._sequence_nr()) if node is not None else None
+        return found or UNATTRIBUTED_BACKWARD
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -83,11 +159,12 @@ class OpCounter(TorchDispatchMode):
                 return out
         out = func(*args, **kwargs)
         op = f"{func.namespace}.{func.overloadpacket.__name__}"
+        component = self._backward_component() if self.phase == "backward" else component_of(self._stack[-1])
+        self.result.bytes[(self.phase, component)] += op_bytes(func, args, kwargs, out)
         counts = count_op(func, args, kwargs, out)
         if counts is None:
             self.result.missing[op] += 1
             return out
-        component = "backward" if self.phase == "backward" else component_of(self._stack[-1])
         for family, flops in counts.items():
             self.result.flops[(self.phase, component, family, op)] += flops
         return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bkprof.flops.analytic import analytic_components, analytic_family_totals
+from bkprof.flops.analytic import analytic_components, analytic_family_totals, backward_components
 from bkprof.flops.claims import evaluate_claims
 from bkprof.flops.counter import count_flops
 from bkprof.flops.fvcore_count import fvcore_count
@@ -38,7 +38,7 @@ def count_variant(name: str, c: LayerConfig, batch: int, backward: bool) -> dict
     counted_components = counted.by_component("forward")
     if backward:
         counted_components["backward"] = counted.total("backward")
-    return {
+    account = {
         "analytic_flops": sum(components.values()),
         "counted_flops": counted.total(),
         "fvcore_macs": fv.total_macs,
@@ -50,6 +50,12 @@ def count_variant(name: str, c: LayerConfig, batch: int, backward: bool) -> dict
         "families": dict(analytic_family_totals(name, c, batch=batch, backward=backward)),
         "ops_without_formula": dict(counted.missing),
     }
+    if backward:  # the backward lump of `components`, split by the component whose forward it differentiates
+        analytic_backward = backward_components(name, c, batch=batch)
+        counted_backward = counted.by_component("backward")
+        account["backward_components"] = analytic_backward
+        account["counted_backward_components"] = {k: counted_backward.get(k, 0) for k in analytic_backward}
+    return account
 
 
 def flops_report(config: LayerConfig, variants=VARIANTS, *, batch: int = 1, backward: bool = False) -> dict:

@@ -105,7 +105,12 @@ def results_frame(doc: dict) -> pd.DataFrame:
     for name, v in doc["variants"].items():
         total = v["analytic_flops"]
         for component, flops in v["components"].items():
+            if component == "backward" and "backward_components" in v:
+                continue  # split by component below
             rows.append((name, component, flops, v["counted_components"][component], flops / total, None))
+        for component, flops in v.get("backward_components", {}).items():
+            rows.append((name, f"{component} (backward)", flops, v["counted_backward_components"][component],
+                         flops / total, None))
         rows.append((name, TOTAL, total, v["counted_flops"], 1.0, v["fvcore_macs"]))
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
