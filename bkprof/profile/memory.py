@@ -25,12 +25,12 @@ class PeakMemory:
 
     def __init__(self, device: torch.device):
         self.device = torch.device(device)
-        self._base = 0
+        self.base = 0
 
     def start(self) -> None:
         release(self.device)
         if self.device.type == "cuda":
-            self._base = torch.cuda.memory_allocated(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
 
     def forget_peak(self) -> None:
@@ -41,7 +41,7 @@ class PeakMemory:
     def peak_mib(self) -> float | None:
         if self.device.type != "cuda":
             return None
-        return (torch.cuda.max_memory_allocated(self.device) - self._base) / MIB
+        return (torch.cuda.max_memory_allocated(self.device) - self.base) / MIB
 
 
 def release(device: torch.device) -> None:

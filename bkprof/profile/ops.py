@@ -14,23 +14,26 @@ PROFILED_RUNS = 3
 
 
 def profile_ops(step: Callable[[Any], Any], inputs: Sequence[Any], device: torch.device, top: int,
-                trace_path: Path | None = None) -> list[dict]:
+                trace_path: Path | None = None, inspect: Callable[[Any], Any] | None = None) -> list[dict]:
     """The `top` operators by self time per run (device time on CUDA, CPU time on the CPU).
 
     The step must be warmed up already. With `trace_path`, the Chrome trace of the profiled runs
-    is written there whole or not at all.
+    is written there whole or not at all. Allocations and frees are recorded too
+    (`profile_memory`); `inspect(prof)` is called with the finished profiler.
     """
     from torch.profiler import ProfilerActivity, profile
 
     on_cuda = torch.device(device).type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
-    with profile(activities=activities) as prof:
+    with profile(activities=activities, profile_memory=True) as prof:
         for i in range(PROFILED_RUNS):
             step(inputs[i % len(inputs)])
         if on_cuda:
             torch.cuda.synchronize(device)
     if trace_path is not None:
         _export_trace_atomic(prof, trace_path)
+    if inspect is not None:
+        inspect(prof)
     return top_ops(prof.key_averages(), top, on_cuda)
 
 

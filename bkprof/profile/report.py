@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 from bkprof.profile.memory import CPU_MEMORY_NOTE
+from bkprof.profile.breakdown import DERIVED_COLUMNS, component_tables, with_rates
 from bkprof.profile.ops import PROFILED_RUNS
+from bkprof.profile.peaks import roof_for
 from bkprof.profile.runner import COLUMN_TYPES, COLUMNS, ProfileResult, ProfileSettings
 from bkprof.profile.steps import INPUT_POOL, OPTIMIZER
 from bkprof.profile.timing import CUDA_WARMUP_SECONDS, L2_FLUSH_BYTES
@@ -22,11 +24,24 @@ _SHOWN = {  # results column -> (heading, format) in the table a person reads; r
     "bk_core_share": ("BK-Core", "{:.1%}"),
     "time_vs_dense": ("time ÷ dense", "{:.2f}×"),
     "flops_vs_dense": ("FLOPs ÷ dense", "{:.2f}×"),
+    "of_peak": ("of peak", "{:.2%}"),
     "peak_mib": ("peak MiB", "{:,.1f}"),
     "graph_ms": ("graph ms", "{:,.3f}"),
     "bk_core_graph_ms": ("BK-Core graph ms", "{:,.3f}"),
+    "graph_of_peak": ("graph of peak", "{:.2%}"),
     "note": ("note", None),
 }
+
+
+CPU_PEAK_METHOD = ("allocator records: the peak of the running total of every CPU allocation and free that "
+                   "torch.profiler(profile_memory=True) saw over the row's profiled runs, plus the storage alive when "
+                   "they began (weights, gradients, buffers, optimizer state, input pool); computed per row, so "
+                   "nothing carries over between rows")
+COMPONENTS_METHOD = ("record_function ranges bkprof/<component> around each component's module (and bkprof/loss, "
+                     "bkprof/backward, bkprof/optimizer); forward time = self time of the ops inside the innermost "
+                     "range (CUDA: device time of the kernels each op launched; CPU: self CPU time, profiler overhead "
+                     "included); backward time = the autograd nodes' evaluate_function events, each attributed by its "
+                     "sequence number to the component whose forward created the node; the same method on CPU and CUDA")
 
 
 def environment(device: torch.device, backend: str) -> dict:
@@ -64,21 +79,31 @@ def method(settings: ProfileSettings) -> dict:
                          "synchronises inside the layer's timed runs",
         "memory": "torch.cuda.max_memory_allocated over the timed runs (peak reset after the warm-up), minus "
                   "what was allocated before the row began" if on_cuda
-                  else CPU_MEMORY_NOTE,
+                  else CPU_PEAK_METHOD if settings.components else CPU_MEMORY_NOTE,
+        "components": COMPONENTS_METHOD if settings.components else None,
         "graphs": settings.graphs,
         "profiled_runs_for_ops": PROFILED_RUNS if (settings.ops or settings.trace_dir) else 0,
     }
 
 
-def profile_report(result: ProfileResult, config: LayerConfig, settings: ProfileSettings, env: dict) -> Report:
+def profile_report(result: ProfileResult, config: LayerConfig, settings: ProfileSettings, env: dict,
+                   peak_tflops: float | None = None, peak_gbps: float | None = None) -> Report:
+    """The report of one run; the roof (device peaks) is the datasheet's unless `peak_tflops`/`peak_gbps` say otherwise."""
+    roof = roof_for(env, result.copy_bytes_per_s, peak_tflops, peak_gbps)
+    rows = [_plain(row) for row in result.frame.to_dict("records")]
+    for row in rows:
+        row["of_peak"] = _fraction(None if _missing(row["gflop_per_s"]) else row["gflop_per_s"] * 1e9, roof.flops_per_s)
+        row["graph_of_peak"] = _fraction(_per_s(row["gflop"], row["graph_ms"]), roof.flops_per_s)
     payload = {
         "command": "profile",
         "config": config.as_dict(),
         "environment": env,
         "method": method(settings),
-        "columns": COLUMNS,
-        "rows": [_plain(row) for row in result.frame.to_dict("records")],
+        "roof": roof.as_dict(),
+        "columns": {**COLUMNS, **DERIVED_COLUMNS},
+        "rows": rows,
         "ops": result.ops,
+        "components": {key: with_rates(value, roof) for key, value in result.components.items()},
         "failed": result.failed,
     }
     return report_from_payload(payload)
@@ -88,8 +113,11 @@ def report_from_payload(payload: dict) -> Report:
     """The report of a `bkprof profile` JSON document (so a saved run renders again as table or Markdown)."""
     import pandas as pd
 
-    frame = pd.DataFrame(payload["rows"], columns=list(COLUMNS)).astype(COLUMN_TYPES)
+    columns = [*COLUMNS, *(c for c in DERIVED_COLUMNS if payload["rows"] and c in payload["rows"][0])]
+    frame = pd.DataFrame(payload["rows"], columns=columns).astype({c: COLUMN_TYPES.get(c, "float64") for c in columns})
     tables = [_results_table(frame, payload)] + [_ops_table(key, ops, payload) for key, ops in payload["ops"].items()]
+    for key, parts in payload.get("components", {}).items():
+        tables += component_tables(key, parts, payload)
     return Report(payload=payload, tables=tables, results=Table("results", frame))
 
 
@@ -97,7 +125,7 @@ def _results_table(results, payload: dict) -> Table:
     env, how = payload["environment"], payload["method"]
     frame = results.copy()
     frame["spread"] = [_spread(p10, p90) for p10, p90 in zip(frame["p10_ms"], frame["p90_ms"])]
-    shown = [c for c in _SHOWN if how["graphs"] or c not in ("graph_ms", "bk_core_graph_ms")]
+    shown = [c for c in _SHOWN if c in frame.columns and (how["graphs"] or c not in GRAPH_COLUMNS)]
     frame = frame[shown].rename(columns={c: _SHOWN[c][0] for c in shown})
     formats = {_SHOWN[c][0]: _SHOWN[c][1] for c in shown if _SHOWN[c][1]}
     caption = (f"{env['device_name']}, BK-Core backend {env['backend']}, batch {how['batch']}, float32; "
@@ -105,8 +133,13 @@ def _results_table(results, payload: dict) -> Table:
                "train = forward + backward + Adam step. GFLOP/s: analytic FLOPs (2 per multiply-accumulate; train: "
                "forward + backward, optimizer not counted) over the median. BK-Core: share of the median spent in "
                "the BK-Core, timed alone on the layer's own potentials.")
+    roof = payload.get("roof")
+    if roof:
+        caption += (f" of peak: achieved FLOP/s over the {roof['precision'].upper()} peak, "
+                    f"{roof['flops_source']}" + (f"; copy bandwidth measured in this run {roof['copy_bytes_per_s'] / 1e9:,.0f} GB/s"
+                                                  if roof.get("copy_bytes_per_s") else "") + ".")
     if env["device"] != "cuda":
-        caption += f" peak MiB: {CPU_MEMORY_NOTE}."
+        caption += f" peak MiB: {how['memory']}."
     return Table(f"bkprof profile ({env['device']})", frame, formats, caption)
 
 
@@ -119,6 +152,17 @@ def _ops_table(key: str, ops: list[dict], payload: dict) -> Table:
     frame.columns = ["op", "calls/run", "self ms/run", "share"]
     return Table(f"top {len(ops)} ops: {key}", frame, {"calls/run": "{:,.1f}", "self ms/run": "{:,.4f}", "share": "{:.1%}"},
                  f"self {kind} time per run over {runs} profiled runs (torch.profiler); share of all self {kind} time")
+
+
+GRAPH_COLUMNS = ("graph_ms", "bk_core_graph_ms", "graph_of_peak")
+
+
+def _per_s(gflop, ms):
+    return None if _missing(gflop) or _missing(ms) or not ms else gflop * 1e9 / (ms / 1e3)
+
+
+def _fraction(flops_per_s, peak):
+    return None if _missing(flops_per_s) or not peak else flops_per_s / peak
 
 
 def _warmup_text(how: dict) -> str:

@@ -8,8 +8,10 @@ from typing import Callable, Sequence
 
 import torch
 
-from bkprof.profile.memory import PeakMemory, is_out_of_memory, release
-from bkprof.profile.ops import profile_ops
+from bkprof.flops.counter import count_flops
+from bkprof.profile.components import ComponentRanges, attribute, breakdown, live_bytes
+from bkprof.profile.memory import MIB, PeakMemory, is_out_of_memory, release
+from bkprof.profile.ops import PROFILED_RUNS, profile_ops
 from bkprof.profile.steps import MODES, bk_core_inputs, bk_core_step, input_pool, layer_step
 from bkprof.profile.timing import Measurement, NotCapturable, Timer, first_line
 from bkprof.variants import LayerConfig, build
@@ -54,12 +56,15 @@ class ProfileSettings:
     ops: int = 0
     trace_dir: Path | None = None
     seed: int = 0
+    components: bool = True  # per-component time, FLOPs, bytes and memory (one profiled pass per row)
 
 
 @dataclass
 class ProfileResult:
     frame: object  # pandas DataFrame with COLUMNS
     ops: dict[str, list[dict]] = field(default_factory=dict)  # "variant/mode" -> top operators
+    components: dict[str, dict] = field(default_factory=dict)  # "variant/mode" -> `breakdown` of the row
+    copy_bytes_per_s: float | None = None  # device copy bandwidth measured in this run
 
     @property
     def failed(self) -> bool:
@@ -71,19 +76,23 @@ def profile_variants(config: LayerConfig, variants: Sequence[str], settings: Pro
     """Profile every variant in every mode of `settings`; `on_row(variant, mode)` is called as each row starts."""
     import pandas as pd
 
+    from bkprof.profile.peaks import copy_bandwidth
+
     timer = Timer(settings.device, settings.warmup, settings.runs)
-    rows, ops = [], {}
+    rows, ops, components = [], {}, {}
     for name in variants:
         for mode in settings.modes:
             if on_row is not None:
                 on_row(name, mode)
-            row, top = _profile_row(name, config, mode, settings, timer)
+            row, extras = _profile_row(name, config, mode, settings, timer)
             rows.append(row)
-            if top is not None:
-                ops[f"{name}/{mode}"] = top
+            if extras.get("ops") is not None:
+                ops[f"{name}/{mode}"] = extras["ops"]
+            if extras.get("components") is not None:
+                components[f"{name}/{mode}"] = extras["components"]
     frame = pd.DataFrame(rows, columns=list(COLUMNS)).astype(COLUMN_TYPES)
     _add_ratios_vs_dense(frame, config, settings)
-    return ProfileResult(frame, ops)
+    return ProfileResult(frame, ops, components, copy_bandwidth(settings.device))
 
 
 class _Row(dict):
@@ -97,14 +106,14 @@ class _Row(dict):
         self["note"] = "; ".join(filter(None, [self["note"], text]))
 
 
-def _profile_row(name, config, mode, settings, timer) -> tuple[dict, list[dict] | None]:
+def _profile_row(name, config, mode, settings, timer) -> tuple[dict, dict]:
     row = _Row(name, mode)
     row["gflop"] = analytic_gflop(name, config, settings.batch, mode, settings.device)
     memory = PeakMemory(settings.device)
     memory.start()
-    top = None
+    extras: dict = {}
     try:
-        top = _measure_row(row, name, config, mode, settings, timer, memory)
+        _measure_row(row, name, config, mode, settings, timer, memory, extras)
     except Exception as error:  # noqa: BLE001 - only out-of-memory is handled; the rest re-raises
         if not is_out_of_memory(error):
             raise
@@ -112,11 +121,12 @@ def _profile_row(name, config, mode, settings, timer) -> tuple[dict, list[dict] 
         row.add_note(f"out of memory during {row.phase}")
     # the model and its tensors are gone once _measure_row and the exception are
     release(settings.device)
-    return dict(row), top
+    return dict(row), extras
 
 
 def _measure_row(row: _Row, name, config, mode, settings: ProfileSettings, timer: Timer,
-                 memory: PeakMemory) -> list[dict] | None:
+                 memory: PeakMemory, extras: dict) -> None:
+    """Fill `row`; `extras` gets the top operators ("ops") and the per-component breakdown ("components")."""
     device = settings.device
     model = build(name, config, seed=settings.seed).to(device)
     step = layer_step(model, mode)
@@ -138,11 +148,35 @@ def _measure_row(row: _Row, name, config, mode, settings: ProfileSettings, timer
         row.phase = "BK-Core graph capture"
         row["bk_core_graph_ms"] = _graph_ms(row, "BK-Core", timer, core_step, potentials)
 
-    if not (settings.ops or settings.trace_dir):
-        return None
+    if not (settings.components or settings.ops or settings.trace_dir):
+        return
     row.phase = "torch.profiler"
     trace = settings.trace_dir / f"{name}-{mode}.json" if settings.trace_dir else None
-    return profile_ops(step, pool, device, settings.ops, trace)
+    ranges = ComponentRanges(model)
+    base = _bytes_alive(model, step, pool, memory)
+    found: dict = {}
+    with ranges:
+        extras["ops"] = profile_ops(step, pool, device, settings.ops, trace, inspect=lambda prof: found.setdefault(
+            "attribution", attribute(prof, ranges.nodes, device, base)))
+    if not settings.ops:
+        extras["ops"] = None
+    if settings.components:
+        row.phase = "counting FLOPs and bytes"
+        counted = count_flops(model, pool[0], backward=mode == "train")
+        extras["components"] = breakdown(found["attribution"], counted, PROFILED_RUNS)
+        if device.type != "cuda":
+            row["peak_mib"] = found["attribution"].peak_bytes / MIB
+
+
+def _bytes_alive(model, step, pool, memory: PeakMemory) -> int:
+    """What the row holds when its profiled runs start: CUDA, the allocator's count above the row's
+    start; CPU, the storage of the weights, gradients, buffers, optimizer state and input pool."""
+    if memory.device.type == "cuda":
+        return torch.cuda.memory_allocated(memory.device) - memory.base
+    optimizer = getattr(step, "optimizer", None)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return live_bytes(list(model.parameters()), grads, list(model.buffers()),
+                      optimizer.state if optimizer is not None else {}, pool)
 
 
 def _fill_timing(row: _Row, m: Measurement, tokens: int) -> None:

@@ -48,14 +48,22 @@ def _no_grad(model: nn.Module):
 
 
 def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer):
+    """The train step, its parts outside the layer in `bkprof/` ranges (see `components`)."""
+    from bkprof.profile.components import step_range
+
     def step(x: torch.Tensor):
-        optimizer.zero_grad(set_to_none=True)
+        with step_range("optimizer"):
+            optimizer.zero_grad(set_to_none=True)
         out, _ = model(x)
-        loss = out.square().mean()
-        loss.backward()
-        optimizer.step()
+        with step_range("loss"):
+            loss = out.square().mean()
+        with step_range("backward"):
+            loss.backward()
+        with step_range("optimizer"):
+            optimizer.step()
         return loss
 
+    step.optimizer = optimizer  # its state counts in the row's memory
     return step
 
 
