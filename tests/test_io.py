@@ -194,10 +194,10 @@ def test_every_command_refuses_a_folder_as_output_before_any_work(command, tmp_p
 
 @pytest.mark.parametrize("option, bad", [("--output-dir", "file"), ("--plot", "file/sub"), ("--output", "file/x.json")])
 def test_sweep_output_paths_are_checked_before_the_sweep_runs(option, bad, tmp_path, monkeypatch):
-    import bkprof.sweep.cli_support
+    import bkprof.sweep.job
 
     (tmp_path / "file").write_text("a file")
-    monkeypatch.setattr(bkprof.sweep.cli_support, "run_with_progress", lambda *a: pytest.fail("the sweep ran"))
+    monkeypatch.setattr(bkprof.sweep.job, "run_plan", lambda *a, **k: pytest.fail("the sweep ran"))
     result = runner.invoke(app, ["sweep", "--output-dir", str(tmp_path / "data"), option, str(tmp_path / bad)])
     assert result.exit_code == 2 and str(tmp_path / bad) in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

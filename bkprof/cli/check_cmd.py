@@ -8,23 +8,25 @@ from typing import Annotated, Optional
 import typer
 
 from bkprof.cli import app
-from bkprof.cli.errors import BadInput
-from bkprof.cli.options import Format, FormatOpt, Output, checked_file
+from bkprof.cli.errors import BadInput, Command
+from bkprof.cli.options import FormatOpt, Output, checked_file, flag, text_option
 
-ThresholdsOpt = Annotated[Optional[Path], typer.Option(
-    "--thresholds", help="TOML file of thresholds (default: the tool.bkprof.thresholds table of the nearest pyproject.toml).")]
-BaselineOpt = Annotated[Optional[Path], typer.Option(
-    "--baseline", help="Baseline document for `rel` thresholds (default: the table's `baseline` key).")]
-ProfileOpt = Annotated[Optional[Path], typer.Option(
-    "--profile", help="A `bkprof profile --format json` report for profile.* metrics (skipped without one).")]
-RunProfileOpt = Annotated[bool, typer.Option(
-    "--run-profile", help="Where torch sees a CUDA device, profile the variants now (bkprof profile's defaults) for profile.* metrics.")]
-JunitOpt = Annotated[Optional[Path], typer.Option("--junit", callback=checked_file, help="Also write JUnit XML here, one testcase per metric.")]
-UpdateOpt = Annotated[bool, typer.Option(
-    "--update-baseline", help="Rewrite the baseline (atomically) with the current documents, then check against it.")]
+ThresholdsOpt = Annotated[Optional[Path], text_option(
+    "--thresholds", "TOML file of thresholds (default: the tool.bkprof.thresholds table of the nearest pyproject.toml).",
+    "FILE")]
+BaselineOpt = Annotated[Optional[Path], text_option(
+    "--baseline", "Baseline document for `rel` thresholds (default: the table's `baseline` key).", "FILE")]
+ProfileOpt = Annotated[Optional[Path], text_option(
+    "--profile", "A `bkprof profile --format json` report for profile.* metrics (skipped without one).", "FILE")]
+RunProfileOpt = Annotated[bool, flag(
+    "--run-profile", "Where torch sees a CUDA device, profile the variants now (bkprof profile's defaults) for profile.* metrics.")]
+JunitOpt = Annotated[Optional[Path], text_option("--junit", "Also write JUnit XML here, one testcase per metric.", "FILE",
+                                                  checked_file)]
+UpdateOpt = Annotated[bool, flag(
+    "--update-baseline", "Rewrite the baseline (atomically) with the current documents, then check against it.")]
 
 
-@app.command("check")
+@app.command("check", cls=Command)
 def check(
     thresholds: ThresholdsOpt = None,
     baseline: BaselineOpt = None,
@@ -32,7 +34,7 @@ def check(
     run_profile: RunProfileOpt = False,
     junit: JunitOpt = None,
     update_baseline: UpdateOpt = False,
-    format: FormatOpt = Format.table,
+    format: FormatOpt = "table",
     output: Output = None,
 ) -> None:
     """Fail the build when a FLOPs or profile number crosses its threshold or drifts from the baseline."""
@@ -44,7 +46,7 @@ def check(
     outcomes, used = _outcomes(thresholds, baseline, profile, run_profile, update_baseline)
     if junit is not None:
         write_atomic(junit, junit_xml(outcomes))
-    emit(check_report(outcomes, *used), format.value, output)
+    emit(check_report(outcomes, *used), format, output)
     if failures(outcomes):
         raise typer.Exit(1)
 

@@ -20,7 +20,25 @@ def _say(message: str) -> None:
     print(f"bkprof: error: {message}", file=sys.stderr)
 
 
-class OneLineErrors(typer.core.TyperGroup):
+class _FlagsWithoutType:
+    """--help lists a flag (--backward, --help) without a `<bool>` value: it takes none; a choice
+    option's list of values is read when the command's options are first needed."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+            elif callable(param.metavar):  # choices read only now (options.choice_option)
+                param.metavar = param.metavar()
+        return params
+
+
+class Command(_FlagsWithoutType, typer.core.TyperCommand):
+    """Every bkprof command (`@app.command(cls=Command)`)."""
+
+
+class OneLineErrors(_FlagsWithoutType, typer.core.TyperGroup):
     """Typer prints usage boxes for bad options; bkprof prints one line naming the bad value."""
 
     def main(self, *args, **kwargs):

@@ -1,46 +1,110 @@
-"""Options shared by the commands, declared once, and the config they build."""
+"""Every option the commands share, defined once: names, metavars, defaults, choices and error wording.
+
+Layer options take their names and help from `bkprof.variants.fields`, their defaults from
+`LayerConfig()` and their choices from the library's own tuples; a command gets all of them by
+declaring one `layer: LayerOptions` parameter under `@with_layer_options(...)`. Bad values are one
+line naming the option (exit 2), worded the same in every command:
+
+    --runs must be a positive integer, got 0
+    --warmup must be a non-negative integer, got -1
+    --format 'xml': must be one of table, json, csv, markdown
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import math
 from contextlib import contextmanager
-from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated, Any, Callable, Optional, Sequence
 
 import typer
 
 from bkprof.cli.errors import BadInput
+from bkprof.report.model import FORMATS
+from bkprof.variants import registry
+from bkprof.variants.config import INTERPOLATIONS, LayerConfig
+from bkprof.variants.fields import FIELDS
+
+LAYER = LayerConfig()
 
 
-class Format(str, Enum):
-    table = "table"
-    json = "json"
-    csv = "csv"
-    markdown = "markdown"
+# ---- one wording for every check ----------------------------------------------------------------
+
+def positive(option: str, value: int) -> int:
+    if value < 1:
+        raise BadInput(f"{option} must be a positive integer, got {value}")
+    return value
 
 
-class Variant(str, Enum):
-    dense = "dense"
-    sparse = "sparse"
-    multiscale = "multiscale"
-    combined = "combined"
+def non_negative(option: str, value: int) -> int:
+    if value < 0:
+        raise BadInput(f"{option} must be a non-negative integer, got {value}")
+    return value
 
 
-class Interp(str, Enum):
-    learned = "learned"
-    linear = "linear"
-    cubic = "cubic"
+def one_of(option: str, value: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise BadInput(f"{option} {value!r}: must be one of {', '.join(choices)}")
+    return value
 
 
-DModel = Annotated[int, typer.Option("--d-model", help="Model width d (even).")]
-NSeq = Annotated[int, typer.Option("--n-seq", help="Sequence length N (divisible by --downsample).")]
-Experts = Annotated[int, typer.Option("--experts", help="Number of MoE experts E.")]
-TopK = Annotated[int, typer.Option("--top-k", help="Experts per token (1..E).")]
-Sparsity = Annotated[float, typer.Option("--sparsity", help="Fraction of G_ii positions interpolated, in [0, 1).")]
-Downsample = Annotated[int, typer.Option("--downsample", help="Multi-scale factor f: N -> N/f -> N.")]
-InterpOpt = Annotated[Interp, typer.Option("--interp", help="How skipped G_ii are filled.")]
-Batch = Annotated[int, typer.Option("--batch", help="Sequences per batch (counts are per sequence x batch).")]
-Variants = Annotated[Optional[list[Variant]], typer.Option("--variant", help="Variant to include (repeatable; default: all four).")]
-FormatOpt = Annotated[Format, typer.Option("--format", help="Output format.")]
+def _integer(option: str) -> Callable[[str], int]:
+    def parse(text) -> int:
+        if isinstance(text, int):
+            return text
+        try:
+            return int(text)
+        except ValueError:
+            raise BadInput(f"{option} {text!r}: not an integer") from None
+
+    return parse
+
+
+def _number(option: str) -> Callable[[str], float]:
+    def parse(text) -> float:
+        if isinstance(text, (int, float)):
+            return float(text)
+        try:
+            value = float(text)
+        except ValueError:
+            raise BadInput(f"{option} {text!r}: not a number") from None
+        if not math.isfinite(value):
+            raise BadInput(f"{option} {text!r}: not a finite number")
+        return value
+
+    return parse
+
+
+def _choice(option: str, choices: Callable[[], Sequence[str]]) -> Callable[[str], str]:
+    """Checked against `choices()` when parsed, so a variant registered after start-up is accepted."""
+    def parse(text: str) -> str:
+        return one_of(option, text, choices())
+
+    return parse
+
+
+# ---- option builders ----------------------------------------------------------------------------
+
+def integer_option(option: str, help: str):
+    return typer.Option(option, help=help, metavar="INT", parser=_integer(option))
+
+
+def number_option(option: str, help: str):
+    return typer.Option(option, help=help, metavar="FLOAT", parser=_number(option))
+
+
+def choice_option(option: str, help: str, choices: Sequence[str] | Callable[[], Sequence[str]]):
+    """`choices`: the library's tuple, or a function returning it (read when --help or the value is
+    parsed, so a tuple behind a heavy import does not slow start-up and a registry stays live)."""
+    listed = choices if callable(choices) else (lambda: choices)
+    return typer.Option(option, help=help, metavar=lambda: "|".join(listed()), parser=_choice(option, listed))
+
+
+def text_option(option: str, help: str, metavar: str = "TEXT", callback=None):
+    return typer.Option(option, help=help, metavar=metavar, callback=callback)
+
+
 def checked_file(ctx: typer.Context, param: typer.CallbackParam, value):
     """An output file's path, checked while the options are parsed: before any work starts."""
     if value is not None:
@@ -62,34 +126,106 @@ def checked_folder(*suffixes: str):
     return check
 
 
-Output = Annotated[Optional[str], typer.Option("--output", callback=checked_file,
-                                              help="Write the report to this file (whole or not at all; folders are created).")]
-Backend = Annotated[str, typer.Option("--backend", help="BK-Core backend: auto, reference, vectorized, or triton (CUDA).")]
+def output_folder_option(option: str, help: str, suffixes: tuple[str, ...]):
+    """A folder of outputs written whole with a manifest (bkprof.report.io.OutputSet)."""
+    return text_option(option, f"{help} (with a manifest; the folder is replaced whole).", "FOLDER",
+                       checked_folder(*suffixes))
 
 
-def layer_config(**fields):
-    """A LayerConfig from command options; a bad field becomes a one-line error (exit 2)."""
-    from bkprof.variants.config import LayerConfig
-
-    fields = {k: (v.value if isinstance(v, Enum) else v) for k, v in fields.items()}
-    try:
-        return LayerConfig(**fields)
-    except ValueError as error:
-        raise BadInput(str(error)) from None
+def flag(option: str, help: str):
+    return typer.Option(option, help=help)
 
 
-def positive(name: str, value: int) -> int:
-    if value < 1:
-        raise BadInput(f"{name} must be a positive integer, got {value}")
-    return value
+Variants = Annotated[Optional[list[str]], choice_option(
+    "--variant", "Variant to include (repeatable; default: every registered variant).", lambda: registry.names())]
+FormatOpt = Annotated[str, choice_option("--format", "Output format.", FORMATS)]
+Output = Annotated[Optional[str], text_option(
+    "--output", "Write the report to this file (whole or not at all; folders are created).", "FILE", checked_file)]
 
 
-def variant_names(variants: Optional[list[Variant]]) -> list[str]:
-    from bkprof.variants.config import VARIANTS
+def device_option(help: str = "Where to run: auto (cuda when there is one), cpu, cuda, cuda:1, ..."):
+    return text_option("--device", help, "DEVICE")
 
-    chosen = [v.value for v in variants] if variants else list(VARIANTS)
+
+def profile_modes() -> tuple[str, ...]:
+    """The profiler's modes (`bkprof.profile.MODES`, read when needed: the profiler imports torch)."""
+    from bkprof.profile.steps import MODES
+
+    return MODES
+
+
+def variant_names(variants: Optional[list[str]], default: Sequence[str] | None = None) -> list[str]:
+    """The chosen variants without repeats; none chosen: `default`, else every registered variant."""
+    chosen = variants or list(registry.names() if default is None else default)
     return list(dict.fromkeys(chosen))
 
+
+# ---- the layer options ---------------------------------------------------------------------------
+
+def _layer_option(name: str):
+    field = FIELDS[name]
+    if name == "interp":
+        return str, choice_option(field.option, field.help, INTERPOLATIONS)
+    if name == "backend":
+        return str, text_option(field.option, field.help, "NAME")
+    kind = type(getattr(LAYER, name)) if name != "batch" else int
+    build = integer_option if kind is int else number_option
+    return kind, build(field.option, field.help)
+
+
+class LayerOptions(dict):
+    """The layer options a command was given, field -> value (LayerConfig's fields, and `batch`)."""
+
+    @property
+    def batch(self) -> int:
+        return positive(FIELDS["batch"].option, self["batch"])
+
+    def config(self, **changes: Any) -> LayerConfig:
+        """A LayerConfig of these values (and `changes`); a bad field is a one-line error (exit 2)."""
+        fields = {k: v for k, v in {**self, **changes}.items() if k != "batch"}
+        try:
+            return LayerConfig(**fields)
+        except ValueError as error:
+            raise BadInput(str(error)) from None
+
+
+LAYER_FIELDS = ("d_model", "n_seq", "num_experts", "top_k", "sparsity", "downsample", "interp", "backend")
+
+
+def with_layer_options(*, batch: int, exclude: Sequence[str] = ()):
+    """Give the command every layer option, and `--batch` (default `batch`), where its `layer`
+    parameter stands; the command receives them as one `LayerOptions`."""
+    names = [n for n in (*LAYER_FIELDS, "batch") if n not in exclude]
+
+    def wrap(command):
+        own = inspect.signature(command, eval_str=True)
+        injected = []
+        for name in names:
+            kind, option = _layer_option(name)
+            default = batch if name == "batch" else getattr(LAYER, name)
+            injected.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                              annotation=Annotated[kind, option]))
+        params = []
+        for p in own.parameters.values():
+            if p.name == "layer":
+                params += injected
+            else:
+                params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+
+        @functools.wraps(command)
+        def run(**given):
+            layer = LayerOptions({name: given.pop(name) for name in names})
+            return command(layer=layer, **given)
+
+        del run.__wrapped__  # typer reads the signature below, not the command's
+        run.__signature__ = own.replace(parameters=params)
+        run.__annotations__ = {p.name: p.annotation for p in params}
+        return run
+
+    return wrap
+
+
+# ---- checks the commands share ------------------------------------------------------------------
 
 def checked_backend(name: str, device) -> str:
     """The BK-Core backend `name` resolves to on `device`; one line naming --backend when it cannot run there."""
@@ -99,6 +235,24 @@ def checked_backend(name: str, device) -> str:
         return resolve_backend(name, device).name
     except ValueError as error:
         raise BadInput(f"--backend: {error}") from None
+
+
+def checked_device(name: str):
+    """The torch device `name` (auto: cuda when there is one, else cpu; cpu, cuda, cuda:1, ...);
+    one line naming --device when it cannot run here."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BadInput(f"--device {name!r}: not a device (cpu, cuda, cuda:1, ...)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise BadInput(f"--device {name!r}: only cpu and cuda are supported")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BadInput(f"--device {name!r}: no CUDA device is available (torch {torch.__version__})")
+    return device
 
 
 @contextmanager

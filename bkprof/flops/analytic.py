@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 
 from bkprof.flops.formulas import ELEMENTWISE, layer_norm_flops
+from bkprof.variants import registry
 from bkprof.variants.config import LayerConfig
 
 COMPLEX_ADD = ELEMENTWISE["add"][1]
@@ -23,7 +24,6 @@ COMPLEX_DIV = ELEMENTWISE["div"][1]
 COMPLEX_RECIPROCAL = ELEMENTWISE["reciprocal"][1]
 SOFTMAX_PER_ELEMENT = 5
 GUMBEL_OPS_PER_POSITION = 10  # clamp, log, 1-u, log, subtract, add scores, /tau, sigmoid, straight-through (2)
-MULTISCALE = ("multiscale", "combined")
 # components whose outputs are statistics only, so no gradient flows back through them
 STATISTICS_ONLY = ("downsample_scorer",)
 # backward FLOPs per forward FLOP, by family: matmul exact (grad_input + grad_weight); a bias add's
@@ -109,7 +109,9 @@ def bk_core(c: LayerConfig, b: int, n: int, device: str = "cpu") -> Counter:
     return around + sweeps(b, n)
 
 
-def _dense_parts(c: LayerConfig, b: int, n: int, training: bool, device: str) -> dict[str, Counter]:
+def dense_parts(c: LayerConfig, b: int, training: bool, device: str) -> dict[str, Counter]:
+    """The dense layer's components for `b` sequences of c.n_seq (the registry's `analytic` of dense)."""
+    n = c.n_seq
     d, k, t = c.d_model, c.top_k, b * n
     routed = t * k
     return {
@@ -133,9 +135,11 @@ _INTERPOLATION_METHOD = {
 }
 
 
-def _sparse_parts(c: LayerConfig, b: int, n: int, training: bool, device: str) -> dict[str, Counter]:
+def sparse_parts(c: LayerConfig, b: int, training: bool, device: str) -> dict[str, Counter]:
+    """Dense plus the importance predictor, the mask and the interpolation."""
+    n = c.n_seq
     d, h, t = c.d_model, c.d_model // 2, b * n
-    parts = _dense_parts(c, b, n, training, device)
+    parts = dense_parts(c, b, training, device)
     parts["importance_predictor"] = (
         conv1d_same(b, n, d, h, 3) + pointwise(t * h) + conv1d_same(b, n, h, h, 3) + pointwise(t * h)
         + linear(t, h, h) + pointwise(t * h) + dropout(t * h, c, training) + linear(t, h, 1)
@@ -147,8 +151,9 @@ def _sparse_parts(c: LayerConfig, b: int, n: int, training: bool, device: str) -
     return parts
 
 
-def _multiscale_parts(c: LayerConfig, b: int, n: int, training: bool, device: str,
-                      inner) -> dict[str, Counter]:
+def _around(c: LayerConfig, b: int, training: bool, device: str, inner) -> dict[str, Counter]:
+    """The multi-scale wrapper's components added to those of `inner` at length N/f."""
+    n = c.n_seq
     d, f, h, t = c.d_model, c.downsample, c.d_model // 2, b * n
     m = n // f
     coarse = b * m
@@ -162,28 +167,27 @@ def _multiscale_parts(c: LayerConfig, b: int, n: int, training: bool, device: st
         "refine": layer_norm(t, d) + linear(t, d, d) + pointwise(t * d) + linear(t, d, d),
         "residual": pointwise(4 * t * d),
     }
-    parts = inner(c.inner_config(), b, m, training, device)
+    parts = inner(c.inner_config(), b, training, device)
     for name, flops in outer.items():
         parts[name] = parts.get(name, Counter()) + flops
     return parts
 
 
-def _parts(name: str, c: LayerConfig, b: int, training: bool, device: str) -> dict[str, Counter]:
-    n = c.n_seq
-    if name == "dense":
-        return _dense_parts(c, b, n, training, device)
-    if name == "sparse":
-        return _sparse_parts(c, b, n, training, device)
-    inner = _dense_parts if name == "multiscale" else _sparse_parts
-    if name in MULTISCALE:
-        return _multiscale_parts(c, b, n, training, device, inner)
-    raise ValueError(f"variant must be dense, sparse, multiscale or combined, got {name!r}")
+def multiscale_parts(c: LayerConfig, b: int, training: bool, device: str) -> dict[str, Counter]:
+    """Multi-scale around a dense layer at N/f."""
+    return _around(c, b, training, device, dense_parts)
+
+
+def combined_parts(c: LayerConfig, b: int, training: bool, device: str) -> dict[str, Counter]:
+    """Multi-scale around a sparse layer at N/f."""
+    return _around(c, b, training, device, sparse_parts)
 
 
 def forward_families(name: str, c: LayerConfig, *, batch: int = 1, training: bool = False,
                      device: str = "cpu") -> dict[str, Counter]:
-    """{component: {family: FLOPs}} of one forward pass (eval mode unless `training`)."""
-    return _parts(name, c, batch, training, device)
+    """{component: {family: FLOPs}} of one forward pass (eval mode unless `training`), from the
+    variant's registered `analytic` parts."""
+    return registry.get(name).analytic(c, batch, training, device)
 
 
 def backward_families_by_component(name: str, c: LayerConfig, *, batch: int = 1,
@@ -206,9 +210,8 @@ def backward_families_by_component(name: str, c: LayerConfig, *, batch: int = 1,
             continue
         ratio = bk_ratios if component == "bk_core" else ratios
         out[component] = Counter({family: round(ratio.get(family, 1.0) * v) for family, v in flops.items()})
-    if backend == "reference":
-        n = c.coarse_n if name in MULTISCALE else c.n_seq
-        out["bk_core"]["complex"] += reference_stack_gradient(batch, n)
+    if backend == "reference" and "bk_core" in out:
+        out["bk_core"]["complex"] += reference_stack_gradient(batch, registry.get(name).bk_core_length(c))
     return out
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bkprof.variants import registry
+from bkprof.variants.registry import covered
+
 # Why a component's full-count FLOPs are missing from (or differ in) the published formulas.
 WHY = {
     "experts": "the formula counts d² per token; an expert is Linear(d,2d)+Linear(2d,d) = 4d² MACs = 8d² FLOPs",
@@ -22,7 +25,6 @@ WHY = {
     "upsample": "counted as 2·N·d; really Linear(d,fd)+LayerNorm(fd)+GELU+Linear(fd,fd) at N/f",
     "refine": "counted as 2·N·d; really LayerNorm+Linear(d,d)+GELU+Linear(d,d) at N",
 }
-BK_CORE_PATH = ("bk_core", "importance_predictor", "mask", "interpolation")
 REASON_MIN_SHARE = 0.01
 
 
@@ -37,19 +39,26 @@ def _reasons(components: dict[str, int]) -> list[dict]:
     return sorted(rows, key=lambda r: -r["flops"])
 
 
+def full_count_value(metric: str, variant: dict[str, int], reference: dict[str, int], scope) -> float:
+    """The claim's figure from the full count: × fewer FLOPs ("factor") or the fraction saved ("fraction")
+    against the reference layer, both over the components `scope` covers."""
+    ours, theirs = covered(variant, scope), covered(reference, scope)
+    return 1 - ours / theirs if metric == "fraction" else theirs / ours
+
+
 def evaluate_claims(published: dict, components: dict[str, dict[str, int]]) -> list[dict]:
-    """`published` is `published_accounting(config)`; `components` the analytic forward components of all four variants."""
-    totals = {name: sum(parts.values()) for name, parts in components.items()}
-    sparse_path = {k: v for k, v in components["sparse"].items() if k in BK_CORE_PATH}
-    full = {
-        "sparse_g_ii": (components["dense"]["bk_core"] / sum(sparse_path.values()), sparse_path),
-        "multi_scale": (1 - totals["multiscale"] / totals["dense"], components["multiscale"]),
-        "combined": (totals["dense"] / totals["combined"], components["combined"]),
-    }
+    """`published` is `published_accounting(config)`; `components` the analytic forward components of
+    the reference variant and of every variant a claim is about (registry: `published.claim`)."""
+    about = registry.claimed()
     out = []
     for claim in published_claims():
+        if claim["id"] not in about:
+            continue  # no registered variant makes this claim
+        spec = about[claim["id"]]
+        scope = spec.published.scope
         formula_value = published[claim["id"]]["reduction"]
-        full_value, explaining = full[claim["id"]]
+        full_value = full_count_value(claim["metric"], components[spec.name], components[registry.REFERENCE], scope)
+        explaining = {k: v for k, v in components[spec.name].items() if scope is None or k in scope}
         out.append({
             "id": claim["id"],  # a stable name for paths such as claims[id=combined] (bkprof check)
             "claim": claim["claim"],
@@ -62,3 +71,8 @@ def evaluate_claims(published: dict, components: dict[str, dict[str, int]]) -> l
             "quoted_from": claim["quoted_from"],
         })
     return out
+
+
+def claim_variants() -> list[str]:
+    """The variants whose components `evaluate_claims` needs: the reference and every claimed one."""
+    return list(dict.fromkeys([registry.REFERENCE, *(s.name for s in registry.claimed().values())]))

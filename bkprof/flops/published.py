@@ -1,4 +1,4 @@
-"""The published accounting, formula by formula (SPEC section 4), evaluated at any config.
+"""The published accounting, formula by formula, evaluated at any config, and which figure stands for which variant.
 
 These are the source document's own formulas (`count_flops_sparse_g_ii` and
 `count_flops_multi_scale`), per sequence with no batch factor. They are reproduced as written,
@@ -7,6 +7,7 @@ including what they leave out, so that their provenance is visible beside the fu
 
 from __future__ import annotations
 
+from bkprof.variants import registry
 from bkprof.variants.config import LayerConfig
 
 # BK-Core cost per position and sweep in the published formulas
@@ -48,3 +49,27 @@ def published_accounting(c: LayerConfig) -> dict:
         "multi_scale": multi,
         "combined": {"reduction": sparse["reduction"] * 1 / (1 - multi["reduction"])},
     }
+
+
+def published_layer_flops(variant: str, published: dict) -> float | None:
+    """The source's per-sequence forward FLOPs of the whole `variant` layer (from `published_accounting`),
+    or None where it publishes none (the registry's `published.layer_flops`)."""
+    spec = registry.get(variant).published
+    return spec.layer_flops(published) if spec and spec.layer_flops else None
+
+
+def published_reduction(variant: str, published: dict) -> float | None:
+    """× fewer forward FLOPs than the reference layer as the source derives it (sparse: of the BK-Core,
+    overheads left out); None where the source publishes nothing for `variant`."""
+    spec = registry.get(variant).published
+    return spec.reduction(published) if spec else None
+
+
+def full_reduction(variant: str, config: LayerConfig) -> float:
+    """× fewer forward FLOPs than the reference layer in bkprof's full count, over the components the
+    published reduction covers (sparse: the G_ii path; the others: the whole layer)."""
+    from bkprof.flops.analytic import analytic_components
+
+    scope = registry.scope_of(variant)
+    reference = registry.covered(analytic_components(registry.REFERENCE, config), scope)
+    return reference / registry.covered(analytic_components(variant, config), scope)

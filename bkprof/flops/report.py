@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from bkprof.flops.analytic import analytic_components, analytic_family_totals, backward_components
-from bkprof.flops.claims import evaluate_claims
+from bkprof.flops.claims import claim_variants, evaluate_claims
 from bkprof.flops.counter import count_flops
 from bkprof.flops.fvcore_count import fvcore_count
 from bkprof.flops.published import published_accounting
@@ -58,10 +60,13 @@ def count_variant(name: str, c: LayerConfig, batch: int, backward: bool) -> dict
     return account
 
 
-def flops_report(config: LayerConfig, variants=VARIANTS, *, batch: int = 1, backward: bool = False) -> dict:
-    """The JSON document of `bkprof flops`."""
+def flops_report(config: LayerConfig, variants: Sequence[str] | None = None, *, batch: int = 1,
+                 backward: bool = False) -> dict:
+    """The JSON document of `bkprof flops`: for each of `variants` (default: every registered one)
+    the analytic, op-counter and fvcore counts, beside the published accounting and the claims."""
     published = published_accounting(config)
-    forward_components = {name: analytic_components(name, config) for name in VARIANTS}
+    variants = VARIANTS if variants is None else variants
+    forward_components = {name: analytic_components(name, config) for name in claim_variants()}
     return {
         "config": {"d_model": config.d_model, "n_seq": config.n_seq, "num_experts": config.num_experts,
                    "top_k": config.top_k, "sparsity": config.sparsity, "downsample": config.downsample,

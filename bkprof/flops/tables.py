@@ -5,7 +5,9 @@ from __future__ import annotations
 import pandas as pd
 
 from bkprof.flops.formulas import conventions
+from bkprof.flops.published import published_layer_flops
 from bkprof.report import Report, Table
+from bkprof.variants import registry
 
 RESULT_COLUMNS = ["variant", "component", "analytic_flops", "counted_flops", "share", "fvcore_macs"]
 TOTAL = "(total)"
@@ -52,14 +54,12 @@ def published_tables(doc: dict) -> list[Table]:
 
 def totals_table(doc: dict) -> Table:
     variants = doc["variants"]
-    dense = variants.get("dense", {}).get("analytic_flops")
-    published_layer = {"dense": doc["published"]["multi_scale"]["standard"],
-                       "multiscale": doc["published"]["multi_scale"]["multi_scale"]}
+    dense = variants.get(registry.REFERENCE, {}).get("analytic_flops")
     rows = []
     for name, v in variants.items():
         rows.append({
             "variant": name,
-            "published": published_layer.get(name),
+            "published": published_layer_flops(name, doc["published"]),
             "analytic": v["analytic_flops"],
             "op counter": v["counted_flops"],
             "fvcore MACs": v["fvcore_macs"],

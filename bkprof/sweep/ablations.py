@@ -10,6 +10,7 @@ from __future__ import annotations
 from bkprof.report import Table
 from bkprof.sweep.axes import AXES
 from bkprof.sweep.run import SweepPlan, point_config
+from bkprof.variants.registry import REFERENCE
 
 ABLATION_COLUMNS = ("published_flops", "analytic_flops", "g_ii_error", "median_ms")
 
@@ -25,7 +26,7 @@ def ablation_rows(rows: list[dict], plan: SweepPlan, reference: dict, axis: str)
             continue
         entry = {axis: row[axis], "variant": row["variant"],
                  **{c: row.get(c) for c in ABLATION_COLUMNS if any(r.get(c) is not None for r in rows)}}
-        if not row["error"] and row["variant"] != "dense":
+        if not row["error"] and row["variant"] != REFERENCE:
             config = point_config({name: row[name] for name in AXES}, plan.config_extra)
             entry["published_x"] = published_reduction(row["variant"], published_accounting(config))
             entry["full_count_x"] = full_reduction(row["variant"], config)

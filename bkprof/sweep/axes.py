@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from bkprof.variants.config import INTERPOLATIONS
+from bkprof.variants.fields import FIELDS
+
 # More values than this on one axis is a typo (a step of 0.0001, say), not a sweep.
 MAX_VALUES = 10_000
 
@@ -18,20 +21,24 @@ MAX_VALUES = 10_000
 @dataclass(frozen=True)
 class Axis:
     name: str      # the LayerConfig field, or "batch"
-    option: str    # the command-line option
     kind: type     # int, float or str
     choices: tuple[str, ...] = ()
 
+    @property
+    def option(self) -> str:
+        """The command-line option that sets it (the same in every command)."""
+        return FIELDS[self.name].option
+
 
 AXES: dict[str, Axis] = {a.name: a for a in (
-    Axis("n_seq", "--n-seq", int),
-    Axis("d_model", "--d-model", int),
-    Axis("num_experts", "--experts", int),
-    Axis("top_k", "--top-k", int),
-    Axis("sparsity", "--sparsity", float),
-    Axis("downsample", "--downsample", int),
-    Axis("interp", "--interp", str, ("learned", "linear", "cubic")),
-    Axis("batch", "--batch", int),
+    Axis("n_seq", int),
+    Axis("d_model", int),
+    Axis("num_experts", int),
+    Axis("top_k", int),
+    Axis("sparsity", float),
+    Axis("downsample", int),
+    Axis("interp", str, INTERPOLATIONS),
+    Axis("batch", int),
 )}
 
 

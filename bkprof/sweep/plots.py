@@ -8,7 +8,14 @@ from typing import Sequence
 
 from bkprof.report.io import write_atomic
 
-VARIANT_COLOURS = {"dense": "tab:blue", "sparse": "tab:orange", "multiscale": "tab:green", "combined": "tab:red"}
+
+
+def variant_colour(name: str) -> str | None:
+    """matplotlib's default cycle in the registry's order (dense blue, sparse orange, multiscale green,
+    combined red, then the next colours); None for a name not registered."""
+    from bkprof.variants.registry import names
+
+    return f"C{names().index(name) % 10}" if name in names() else None
 
 
 def _pyplot():
@@ -53,17 +60,17 @@ def plot_versus_n(rows: Sequence[dict], metric: str, ylabel: str, title: str, pa
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7.5, 5))
     for key, points in _series(rows, metric, group_by).items():
-        colour = VARIANT_COLOURS.get(key[0])
+        colour = variant_colour(key[0])
         exponent = (exponents or {}).get(key)
         suffix = f"  (slope {exponent:.2f})" if exponent is not None else ""
         axes.plot(*zip(*points), "o-", color=colour, label=_label(key, group_by) + suffix)
     if published_metric:
         for key, points in _series(rows, published_metric, group_by).items():
-            axes.plot(*zip(*points), "s--", mfc="none", color=VARIANT_COLOURS.get(key[0]), alpha=0.8,
+            axes.plot(*zip(*points), "s--", mfc="none", color=variant_colour(key[0]), alpha=0.8,
                       label=f"{_label(key, group_by)}: published formula")
     for variant, (n, value) in (source_points or {}).items():
-        axes.plot([n], [value], "*", ms=14, mfc="none", color=VARIANT_COLOURS.get(variant),
-                  label=f"{variant}: figure printed in the source ({value:,})")
+        axes.plot([n], [value], "*", ms=14, mfc="none", color=variant_colour(variant),
+                  label=f"{variant}: figure printed in the source ({value:,.0f})")
     axes.set_xscale("log", base=2)
     axes.set_yscale("log")
     _plain_log_ticks(axes)
@@ -91,7 +98,7 @@ def plot_reduction_versus_sparsity(rows: Sequence[dict], title: str, path: str |
     for variant in dict.fromkeys(r["variant"] for r in rows):
         mine = sorted((r for r in rows if r["variant"] == variant), key=lambda r: r["sparsity"])
         s = [r["sparsity"] for r in mine]
-        colour = VARIANT_COLOURS.get(variant)
+        colour = variant_colour(variant)
         axes.plot(s, [r["published_reduction"] for r in mine], "s--", mfc="none", color=colour,
                   label=f"{variant}: published accounting")
         full = [r["full_reduction"] for r in mine]

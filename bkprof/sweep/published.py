@@ -1,65 +1,47 @@
-"""Which published figure stands for which variant, and the reductions under both accountings.
+"""The published figures a sweep shows beside the full count.
 
-The source publishes per-sequence forward FLOPs from short formulas (SPEC section 4):
-- a layer total for the dense layer (`multi_scale.standard`, N·d² + 20·N) and for multi-scale
-  (`multi_scale.multi_scale`; its BK-Core term is already sparse, (N/2)·20·(1 − s));
-- for learned sparsity only the G_ii path (`sparse_g_ii.sparse_total`: importance + sparse compute
-  + interpolation) and a ratio that leaves the overheads out (`sparse_g_ii.reduction`);
-- for the combination only a ratio (`combined.reduction`).
-So a sparse or combined layer has no published layer figure; bkprof does not invent one.
+Which published figure stands for which variant is the registry's (`VariantSpec.published`): the
+source publishes a layer total for the dense layer (N·d² + 20·N) and for multi-scale (its BK-Core
+term already sparse, (N/f)·20·(1 − s)); for learned sparsity only the G_ii path and a ratio that
+leaves the overheads out; for the combination only a ratio. So a sparse or combined layer has no
+published layer figure, and bkprof does not invent one.
 """
 
 from __future__ import annotations
 
+from bkprof.flops.published import full_reduction, published_layer_flops, published_reduction
+from bkprof.variants import registry
 from bkprof.variants.config import LayerConfig
 
-# The layer totals the source prints (seed 000, "Multi-Scale Processing (N=256, d=128)": "Standard layer:
-# 4,199,424 FLOPs", "Multi-scale: 2,294,784 FLOPs"), per sequence, at d=128, E=4, s=0.6, f=2.
-SOURCE_FIGURES = {"dense": 4_199_424, "multiscale": 2_294_784}
+__all__ = ["SOURCE_POINT", "full_reduction", "published_layer_flops", "published_reduction", "reduction_rows",
+           "reduced_variants", "source_figures_at"]
+
+# The configuration of the source's printed layer totals ("Multi-Scale Processing (N=256, d=128)"):
+# per sequence, at d=128, E=4, s=0.6, f=2.
 SOURCE_POINT = {"n_seq": 256, "d_model": 128, "num_experts": 4, "sparsity": 0.6, "downsample": 2, "batch": 1}
 
 
-def source_figures_at(reference: dict) -> dict[str, tuple[int, int]]:
-    """variant -> (N, the figure the source printed) when `reference` is the source's configuration, else {}."""
+def source_figures_at(reference: dict) -> dict[str, tuple[int, float]]:
+    """variant -> (N, the layer total the source printed) when `reference` is the source's configuration,
+    else {}. The totals are the source's formulas at that configuration, which is how it printed them."""
+    from bkprof.flops.published import published_accounting
+
     if any(reference[k] != v for k, v in SOURCE_POINT.items() if k != "n_seq"):
         return {}
-    return {variant: (SOURCE_POINT["n_seq"], figure) for variant, figure in SOURCE_FIGURES.items()}
+    point = {k: v for k, v in SOURCE_POINT.items() if k != "batch"}
+    published = published_accounting(LayerConfig(**point))
+    figures = {name: published_layer_flops(name, published) for name in registry.names()}
+    return {name: (SOURCE_POINT["n_seq"], value) for name, value in figures.items() if value is not None}
 
 
-def published_layer_flops(variant: str, published: dict) -> int | None:
-    """The published per-sequence forward FLOPs of the whole `variant` layer, or None where none is published."""
-    if variant == "dense":
-        return published["multi_scale"]["standard"]
-    if variant == "multiscale":
-        return published["multi_scale"]["multi_scale"]
-    return None
+def reduced_variants() -> tuple[str, ...]:
+    """The variants with a published reduction to compare against the reference layer."""
+    return tuple(s.name for s in registry.specs() if s.published and s.name != registry.REFERENCE)
 
 
-def published_reduction(variant: str, published: dict) -> float:
-    """The published × fewer FLOPs than the dense layer (sparse: of the BK-Core, overheads left out)."""
-    if variant == "sparse":
-        return published["sparse_g_ii"]["reduction"]
-    if variant == "multiscale":
-        return 1 / (1 - published["multi_scale"]["reduction"])
-    if variant == "combined":
-        return published["combined"]["reduction"]
-    return 1.0
-
-
-def full_reduction(variant: str, config: LayerConfig) -> float:
-    """× fewer forward FLOPs than the dense layer in the full count: the G_ii path for sparse, else the layer."""
-    from bkprof.flops import analytic_components, analytic_flops
-    from bkprof.flops.claims import BK_CORE_PATH
-
-    if variant == "sparse":
-        # the scope of the published 2.50x: the BK-Core and what sparsity adds around it
-        dense = analytic_components("dense", config)["bk_core"]
-        return dense / sum(analytic_components("sparse", config).get(c, 0) for c in BK_CORE_PATH)
-    return analytic_flops("dense", config) / analytic_flops(variant, config)
-
-
-def reduction_rows(config: LayerConfig, sparsities: list[float], variants=("sparse", "multiscale", "combined")) -> list[dict]:
-    """Published and full-count reductions at each sparsity (other fields from `config`)."""
+def reduction_rows(config: LayerConfig, sparsities: list[float], variants=None) -> list[dict]:
+    """Published and full-count reductions at each sparsity (other fields from `config`), for `variants`
+    (default: every variant with a published reduction)."""
     from bkprof.flops import published_accounting
 
     rows = []
@@ -67,5 +49,5 @@ def reduction_rows(config: LayerConfig, sparsities: list[float], variants=("spar
         c = config.with_(sparsity=s)
         published = published_accounting(c)
         rows += [{"variant": v, "sparsity": s, "published_reduction": published_reduction(v, published),
-                  "full_reduction": full_reduction(v, c)} for v in variants]
+                  "full_reduction": full_reduction(v, c)} for v in (reduced_variants() if variants is None else variants)]
     return rows

@@ -1,6 +1,6 @@
 """FLOPs over a sparsity schedule against training at a fixed sparsity, under both accountings.
 
-Scopes, per variant (each published figure is per sequence, forward, as the source wrote it):
+Scopes, per variant, from the registry (each published figure is per sequence, forward, as the source wrote it):
 - sparse: the G_ii path. Published: `sparse_g_ii.sparse_total` (importance + (1 - s)·BK-Core
   + interpolation); full count: the bk_core, importance_predictor, mask and interpolation components.
 - combined: the whole layer. Published: the source's multi-scale formula, whose BK-Core term at
@@ -16,9 +16,9 @@ from __future__ import annotations
 from functools import lru_cache
 
 from bkprof.training.schedule import AdaptiveSparsityScheduler
+from bkprof.variants import registry
 from bkprof.variants.config import LayerConfig
 
-SCHEDULE_VARIANTS = ("sparse", "combined")
 ACCOUNTINGS = {
     "published_forward": "the source's formula, forward (sparse: G_ii path; combined: its multi-scale formula)",
     "full_forward": "bkprof's full count, eval forward, same scope as the published figure",
@@ -27,22 +27,19 @@ ACCOUNTINGS = {
 
 
 @lru_cache(maxsize=4096)
-def step_flops(variant: str, config: LayerConfig, batch: int) -> dict[str, float]:
-    """FLOPs of one step at `config` (its sparsity is the step's target), per accounting."""
+def step_flops(variant: str, config: LayerConfig, batch: int) -> dict[str, float | None]:
+    """FLOPs of one step at `config` (its sparsity is the step's target), per accounting, over the scope
+    of the variant's published figures (registry: `published.scope` and `published.scope_flops`)."""
     from bkprof.flops import analytic_components, analytic_flops, published_accounting
-    from bkprof.flops.claims import BK_CORE_PATH
 
-    published = published_accounting(config)
-    if variant == "sparse":
-        scope = analytic_components(variant, config, batch=batch)
-        full_forward = sum(scope.get(c, 0) for c in BK_CORE_PATH)
-        published_forward = published["sparse_g_ii"]["sparse_total"]
-    elif variant == "combined":
-        full_forward = analytic_flops(variant, config, batch=batch)
-        published_forward = published["multi_scale"]["multi_scale"]
-    else:
-        raise ValueError(f"the sparsity schedule applies to {' and '.join(SCHEDULE_VARIANTS)}, not {variant!r}")
-    return {"published_forward": published_forward * batch, "full_forward": full_forward,
+    spec = registry.get(variant)
+    if not spec.sparsity_mask:
+        raise ValueError(f"the sparsity schedule applies to {' and '.join(registry.schedule_names())}, not {variant!r}")
+    published = spec.published
+    full_forward = registry.covered(analytic_components(variant, config, batch=batch), registry.scope_of(variant))
+    published_forward = (published.scope_flops(published_accounting(config)) * batch
+                         if published and published.scope_flops else None)
+    return {"published_forward": published_forward, "full_forward": full_forward,
             "full_train": analytic_flops(variant, config, batch=batch, backward=True)}
 
 
@@ -63,13 +60,16 @@ def project_schedule(scheduler: AdaptiveSparsityScheduler, steps: int, variants,
         for variant in variants:
             flops = step_flops(variant, at, batch)
             for accounting, value in flops.items():
-                totals[variant, accounting] += value
+                # a variant without a published figure has no published total either
+                totals[variant, accounting] = None if value is None or totals[variant, accounting] is None \
+                    else totals[variant, accounting] + value
             if shown:
                 rows.append({"step": state.step, "sparsity_target": state.sparsity_target,
                              "loss_weight": state.loss_weight, "variant": variant, **flops})
     summary = []
     for (variant, accounting), total in totals.items():
-        at_fixed = steps * step_flops(variant, fixed, batch)[accounting]
+        per_step = step_flops(variant, fixed, batch)[accounting]
+        at_fixed = None if per_step is None else steps * per_step
         summary.append({"variant": variant, "accounting": accounting, "schedule_total": total,
-                        "fixed_total": at_fixed, "schedule_vs_fixed": total / at_fixed})
+                        "fixed_total": at_fixed, "schedule_vs_fixed": None if total is None else total / at_fixed})
     return rows, summary

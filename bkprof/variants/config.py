@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 INTERPOLATIONS = ("learned", "linear", "cubic")
-VARIANTS = ("dense", "sparse", "multiscale", "combined")
 
 
 @dataclass(frozen=True)
@@ -81,3 +80,7 @@ def first_problem(c: LayerConfig) -> str | None:
 
 def field_names() -> list[str]:
     return [f.name for f in fields(LayerConfig)]
+
+
+# the registered variant names (a live view of bkprof.variants.registry), kept importable from here
+from bkprof.variants.registry import VARIANTS  # noqa: E402

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 
 from bkprof.variants.config import LayerConfig
+from bkprof.variants.dense import DenseLayer
+from bkprof.variants.sparse import SparseLayer
 
 
 class Downsampler(nn.Module):
@@ -65,3 +67,13 @@ class MultiScaleLayer(nn.Module):
         x_c = x + self.s1 * self.up(h)
         out = x_c + self.s2 * self.refine(x_c)
         return out, {**stats, "downsample_importance": scores}
+
+
+def multiscale_layer(c: LayerConfig) -> MultiScaleLayer:
+    """The multi-scale variant: a dense layer at N/f inside (built first, as the parameters are drawn in that order)."""
+    return MultiScaleLayer(c, DenseLayer(c.inner_config()))
+
+
+def combined_layer(c: LayerConfig) -> MultiScaleLayer:
+    """The combined variant: a sparse layer at N/f inside."""
+    return MultiScaleLayer(c, SparseLayer(c.inner_config()))

@@ -1,11 +1,15 @@
-"""What `bkprof sweep` does between parsing its options and printing: the plan, progress, files and plots."""
+"""A whole sweep as `bkprof sweep` runs it: its settings, the plan, the measures, the report, files and plots.
+
+Every problem with the settings is a ValueError naming the option (the command line turns it into
+one line and exit code 2); a point that fails while it runs is a row with its error.
+"""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
-from bkprof.cli.errors import BadInput
-from bkprof.cli.options import checked_backend, progress_bar
 from bkprof.report import Report, render, write_atomic
 from bkprof.sweep.axes import AXES, parse_axis
 from bkprof.sweep.run import SweepPlan, point_config, run_sweep
@@ -17,62 +21,77 @@ PRESETS = {
                   "interp": "linear,cubic,learned"},
 }
 DEFAULT_AXES = {"n_seq": "256:4096:x2"}
+# What each output folder holds (bkprof.report.io.OutputSet replaces a folder only when it holds nothing else).
+DATA_SUFFIXES = (".csv", ".json")
+PLOT_SUFFIXES = (".png", ".json")
 # The sparsities the reduction plot always shows, besides those swept.
 REDUCTION_GRID = "0:0.9:0.1"
 
 
+@dataclass(frozen=True)
+class SweepSettings:
+    """What is measured at every point (besides the published and analytic FLOPs, always there).
+
+    `profile`: time and memory on `device` in `mode` (`warmup` untimed runs, then `runs` timed);
+    `train`: forward + backward FLOPs too; `count`: the op counter as well; `interp_error`: how far
+    interpolated G_ii fall from the exact ones; `preset`: the preset the axes came from (ablations:
+    one table per ablated axis).
+    """
+
+    profile: bool = False
+    device: str = "cpu"
+    mode: str = "forward"
+    warmup: int = 3
+    runs: int = 10
+    train: bool = False
+    count: bool = False
+    interp_error: bool = False
+    backend: str = "auto"
+    preset: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.profile and (self.device != "cpu" or self.mode != "forward"):
+            raise ValueError("--device and --mode need --profile")
+        if isinstance(self.runs, bool) or self.runs < 1:
+            raise ValueError(f"--runs must be a positive integer, got {self.runs}")
+        if isinstance(self.warmup, bool) or self.warmup < 0:
+            raise ValueError(f"--warmup must be a non-negative integer, got {self.warmup}")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"--preset {self.preset!r}: must be one of {', '.join(PRESETS)}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
 def build_plan(given: dict[str, str | None], variants: list[str], preset: str | None, backend: str) -> SweepPlan:
-    """Axes from the preset (or N = 256..4096), replaced by those given; one-line BadInput on a bad value."""
+    """Axes from the preset (or N = 256..4096), replaced by those given; ValueError naming a bad value."""
     texts = dict(PRESETS[preset] if preset else DEFAULT_AXES)
     texts.update({name: text for name, text in given.items() if text is not None})
-    try:
-        axes = {name: parse_axis(name, texts[name]) for name in AXES if name in texts}
-    except ValueError as error:
-        raise BadInput(str(error)) from None
+    axes = {name: parse_axis(name, texts[name]) for name in AXES if name in texts}
     return SweepPlan(axes, variants, config_extra={"backend": backend})
 
 
-def _measures(settings: dict) -> list:
+def _measures(settings: SweepSettings) -> list:
+    import torch
+
     from bkprof.sweep.measures import flops_measure, interpolation_error_measure, profile_measure
 
-    device = checked_device(settings["device"])
-    checked_backend(settings["backend"], device)
-    measures = [flops_measure(settings["train"], settings["count"], device.type)]
-    if settings["interp_error"]:
+    device = torch.device(settings.device)
+    measures = [flops_measure(settings.train, settings.count, device.type)]
+    if settings.interp_error:
         measures.append(interpolation_error_measure())
-    if settings["profile"]:
-        measures.append(profile_measure(str(device), settings["mode"], settings["warmup"], settings["runs"]))
+    if settings.profile:
+        measures.append(profile_measure(str(device), settings.mode, settings.warmup, settings.runs))
     return measures
 
 
-def checked_device(name: str):
-    import torch
-
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise BadInput(f"--device {name!r} is not a device (cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BadInput(f"--device {name!r}: CUDA is not available on this machine")
-    if device.type not in ("cpu", "cuda"):
-        raise BadInput(f"--device {name!r}: only cpu and cuda are supported")
-    return device
-
-
-def run_with_progress(plan: SweepPlan, settings: dict) -> Report:
-    """Run every point with a progress bar on stderr, then build the report."""
+def run_plan(plan: SweepPlan, settings: SweepSettings, on_row: Callable[[dict], None] | None = None) -> Report:
+    """Run every point (`on_row(row)` after each), then build the report."""
     from bkprof.sweep.report import sweep_report
 
-    measures = _measures(settings)
-    with progress_bar(plan.size, "sweep") as update:
-
-        def advance(row: dict) -> None:
-            where = ", ".join(f"{name}={row[name]}" for name in plan.axes)
-            update(f"{row['variant']} {where}", advance=1)
-
-        rows = run_sweep(plan, measures, on_row=advance)
-    report = sweep_report(plan, rows, settings)
-    if settings["preset"] == "ablations":
+    rows = run_sweep(plan, _measures(settings), on_row=on_row)
+    report = sweep_report(plan, rows, settings.as_dict())
+    if settings.preset == "ablations":
         from bkprof.sweep.ablations import ablation_tables
 
         # one table per ablated axis; the whole grid stays in the CSV and JSON
