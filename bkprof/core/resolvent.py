@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch
 
-from bkprof.core import sweeps
+from bkprof.core import adjoint, sweeps
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 
@@ -40,8 +40,8 @@ def register_backend(backend: Backend) -> None:
 
 register_backend(Backend("reference", sweeps.reference_sweeps, lambda device: True,
                          "sequential sweeps, one position per step (O(N) launches)"))
-register_backend(Backend("vectorized", sweeps.scan_sweeps, lambda device: True,
-                         "log-depth scan of normalised 2x2 Moebius matrices (pure PyTorch)"))
+register_backend(Backend("vectorized", adjoint.closed_form_sweeps, lambda device: True,
+                         "log-depth scan of normalised 2x2 Moebius matrices, closed-form backward (pure PyTorch)"))
 
 # Preferred first: `auto` takes the first of these that is available on the input's device.
 AUTO_ORDER = ["triton", "vectorized"]

@@ -40,10 +40,16 @@ def reference_sweeps(diag: torch.Tensor, k: torch.Tensor, z: complex) -> torch.T
 
 def scan_sweeps(diag: torch.Tensor, k: torch.Tensor, z: complex) -> torch.Tensor:
     """Both sweeps as one log-depth scan (the right sweep is the left sweep of the reversed chain)."""
+    left, right = scan_ratios(diag, k, z)
+    return combine(left, right, k.to(left.dtype))
+
+
+def scan_ratios(diag: torch.Tensor, k: torch.Tensor, z: complex) -> tuple[torch.Tensor, torch.Tensor]:
+    """The left ratios d and the right ratios e (complex, shape of diag), by one log-depth scan."""
     alpha, k = complex_chain(diag, k, z)
     rows = alpha.shape[0]
     ratios = continued_fraction_scan(torch.cat([alpha, alpha.flip(-1)]), torch.cat([k, k.flip(-1)]))
-    return combine(ratios[:rows], ratios[rows:].flip(-1), k)
+    return ratios[:rows], ratios[rows:].flip(-1)
 
 
 def continued_fraction_scan(alpha: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
