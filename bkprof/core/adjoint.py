@@ -53,9 +53,10 @@ Recurrence = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def resolvent_adjoint(grad: torch.Tensor, left: torch.Tensor, right: torch.Tensor, k: torch.Tensor,
-                      recurrence: Recurrence = linear_recurrence) -> tuple[torch.Tensor, torch.Tensor]:
-    """dL/dalpha (B, N) and dL/dk (B, N-1), real, from PyTorch's complex gradient `grad` of G (B, N),
-    the left ratios d and right ratios e (B, N, complex) and the real couplings k (B, N-1)."""
+                      recurrence: Recurrence = linear_recurrence,
+                      want_k: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """dL/dalpha (B, N) and dL/dk (B, N-1, None unless `want_k`), real, from PyTorch's complex gradient
+    `grad` of G (B, N), the left ratios d and right ratios e (B, N, complex) and the real couplings k (B, N-1)."""
     kc = k.to(left.dtype)
     g = sweeps.combine(left, right, kc)
     c = grad.conj() * g * g
@@ -66,7 +67,7 @@ def resolvent_adjoint(grad: torch.Tensor, left: torch.Tensor, right: torch.Tenso
     u = recurrence(r, c)
     v = recurrence(s.flip(-1), c.flip(-1)).flip(-1)
     grad_alpha = (c - u - v).real
-    grad_k = (u[..., :-1] / e_next + v[..., 1:] / d_here).real
+    grad_k = (u[..., :-1] / e_next + v[..., 1:] / d_here).real if want_k else None
     return grad_alpha, grad_k
 
 
@@ -83,9 +84,9 @@ class ClosedFormResolvent(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
         left, right, k = ctx.saved_tensors
-        grad_alpha, grad_k = resolvent_adjoint(grad, left, right, k)
+        grad_alpha, grad_k = resolvent_adjoint(grad, left, right, k, want_k=ctx.needs_input_grad[1])
         return (grad_alpha.to(k.dtype) if ctx.needs_input_grad[0] else None,
-                grad_k.to(k.dtype) if ctx.needs_input_grad[1] else None, None)
+                None if grad_k is None else grad_k.to(k.dtype), None)
 
 
 def closed_form_sweeps(diag: torch.Tensor, k: torch.Tensor, z: complex) -> torch.Tensor:

@@ -21,7 +21,8 @@ class Backend:
     and the complex shift z, and returns the complex G_ii (B, N) of diag's precision.
     `kernel_flops(rows, n)`, for a backend that runs as one opaque custom op, is the real FLOPs
     that op executes (the op counter and the analytic model both use it); None for backends
-    made of aten ops, which the op counter sees one by one.
+    made of aten ops, which the op counter sees one by one. `backward_flops(rows, n)` likewise for
+    a backend whose backward (gradient for diag) runs as one opaque custom op.
     """
 
     name: str
@@ -29,6 +30,7 @@ class Backend:
     available: Callable[[torch.device], bool]
     description: str
     kernel_flops: Callable[[int, int], int] | None = None
+    backward_flops: Callable[[int, int], int] | None = None
 
 
 BACKENDS: dict[str, Backend] = {}

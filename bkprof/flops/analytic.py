@@ -31,9 +31,9 @@ STATISTICS_ONLY = ("downsample_scorer",)
 # needs conj products for both operands; layer norm 11/7 and softmax 4/5 by the registry's rules)
 BACKWARD_RATIO = {"matmul": 2.0, "bias": 1.0, "complex": 2.4, "elementwise": 1.6, "index": 1.0,
                   "normalization": 1.2, "reduction": 1.0}
-# the BK-Core's complex work differs by backend: the scan is mostly multiplications, the
-# sequential sweeps mostly divisions, whose gradient costs a little more per forward FLOP
-BK_CORE_COMPLEX_BACKWARD_RATIO = {"vectorized": 2.4, "reference": 2.5}
+# autograd through the reference backend's sequential sweeps (mostly divisions, whose gradient costs a
+# little more per forward FLOP); the other backends' BK-Core backward is counted by `bk_core_backward`
+BK_CORE_COMPLEX_BACKWARD_RATIO = {"reference": 2.5}
 
 
 def reference_stack_gradient(b: int, n: int) -> int:
@@ -95,6 +95,28 @@ def _scan_sweeps(b: int, n: int) -> Counter:
     setup = _f(complex=COMPLEX_ADD * b * n + COMPLEX_ADD * rows * (n - 1))  # alpha = diag - z; -k
     ratios = _f(complex=COMPLEX_DIV * rows * n)
     return setup + per_step + ratios + _combine(b, n)
+
+
+def _closed_form_backward(b: int, n: int) -> Counter:
+    """The vectorized backend's backward with respect to diag (bkprof.core.adjoint): G again, c = conj(v) G^2,
+    the factors r and s (a square and a division each per link), two log-depth affine recurrences
+    (2 complex mul + 1 add per combined position) and Re(c - U - V)."""
+    links = b * (n - 1)
+    recurrences = 2 * b * scan_steps_work(n) * (2 * COMPLEX_MUL + COMPLEX_ADD)
+    return _combine(b, n) + _f(complex=2 * COMPLEX_MUL * b * n + 2 * (COMPLEX_MUL + COMPLEX_DIV) * links
+                               + recurrences + 2 * COMPLEX_ADD * b * n)
+
+
+def bk_core_backward(c: LayerConfig, b: int, n: int, device: str = "cpu") -> Counter | None:
+    """The BK-Core's backward in the layer (gradient for diag only; the couplings are constants) where it
+    is known exactly: the closed form's aten ops, or the custom backward op's own formula; None where
+    autograd differentiates the backend's ops (estimated by BACKWARD_RATIO)."""
+    from bkprof.core import resolve_backend
+
+    backend = resolve_backend(c.backend, device)
+    if backend.backward_flops is not None:
+        return _f(custom=backend.backward_flops(b, n))
+    return _closed_form_backward(b, n) if backend.name == "vectorized" else None
 
 
 def bk_core(c: LayerConfig, b: int, n: int, device: str = "cpu") -> Counter:
@@ -204,14 +226,19 @@ def backward_families_by_component(name: str, c: LayerConfig, *, batch: int = 1,
     backend = resolve_backend(c.backend, device).name
     bk_ratios = {**ratios, "complex": BK_CORE_COMPLEX_BACKWARD_RATIO.get(backend, 2.4)}
     out: dict[str, Counter] = {}
+    core_n = registry.get(name).bk_core_length(c)
+    exact_core = bk_core_backward(c, batch, core_n, device)
     for component, flops in forward_families(name, c, batch=batch, training=True, device=device).items():
         if component in STATISTICS_ONLY:
             out[component] = Counter()
             continue
+        if component == "bk_core" and exact_core is not None:
+            out[component] = exact_core
+            continue
         ratio = bk_ratios if component == "bk_core" else ratios
         out[component] = Counter({family: round(ratio.get(family, 1.0) * v) for family, v in flops.items()})
     if backend == "reference" and "bk_core" in out:
-        out["bk_core"]["complex"] += reference_stack_gradient(batch, registry.get(name).bk_core_length(c))
+        out["bk_core"]["complex"] += reference_stack_gradient(batch, core_n)
     return out
 
 
