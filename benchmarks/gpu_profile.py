@@ -1,12 +1,17 @@
-"""Run `bkprof profile` on the GPU twice per config and show that the medians repeat.
+"""Run `bkprof profile` on the GPU for each config: the report, its roofline plots, and what holds the memory peak.
 
     PYTHONPATH=$PWD python3 benchmarks/gpu_profile.py OUTDIR [more bkprof profile options, e.g. --runs 50]
+    PYTHONPATH=$PWD python3 benchmarks/gpu_profile.py OUTDIR --repeat [options]   (each config twice, and the repeat table)
+    PYTHONPATH=$PWD python3 benchmarks/gpu_profile.py OUTDIR --pack DIR [options]   (also DIR/<config>.tar per config)
     python3 benchmarks/gpu_profile.py OUTDIR --repeat-only GPU   (the repeat table again, from OUTDIR's reports)
 
 Configs: the defaults (batch 8, N=256, d=128) and a long context (batch 8, N=4096), forward and
-train, all four variants, with --graphs and --ops 5. Each config runs twice in this one call;
-writes profile-<GPU>-<config>.json and .md (first run), profile-<GPU>-<config>-run2.json, and
-profile-<GPU>-repeat.md (median of run 2 against run 1, per row).
+train, all four variants, with --graphs, --ops 5 and the per-component breakdown. Writes, per
+config, profile-<GPU>-<config>.json and .md, the roofline plots under plots-<config>/, and
+memory-<GPU>-<config>.json (the CUDA allocator's trace at the peak of combined/train); each
+config's files are packed into DIR/<config>.tar (--pack DIR) as soon as they exist, so a run cut
+short keeps the configs it finished. With --repeat: profile-<GPU>-<config>-run2.json and profile-<GPU>-repeat.md
+(median of run 2 against run 1, per row).
 """
 
 from __future__ import annotations
@@ -32,9 +37,9 @@ def gpu_short_name() -> str:
     return match.group(1) if match else re.sub(r"\W+", "-", name)
 
 
-def profile(extra: list[str], output: Path) -> dict:
+def profile(extra: list[str], output: Path, plots: Path | None = None) -> dict:
     """One `bkprof profile` run's report; should it die (no report written), once more without --graphs."""
-    extra = [*extra, *OPTIONS]
+    extra = [*extra, *OPTIONS, *(["--plot", str(plots)] if plots else [])]
     for common in (COMMON, [a for a in COMMON if a != "--graphs"]):
         command = [sys.executable, "-m", "bkprof", "profile", *common, *extra, "--output", str(output)]
         print("$", " ".join(["bkprof", *command[3:]]), flush=True)
@@ -91,18 +96,62 @@ def write_repeat(out: Path, gpu: str) -> str:
     return text
 
 
-def main(out: Path) -> int:
+def memory_at_peak(extra: list[str], output: Path, variant: str = "combined", mode: str = "train") -> dict:
+    """The CUDA allocator's trace over two runs of one row's step: what is live at the peak, and where from."""
+    import torch
+
+    from bkprof.profile.memory import cuda_peak_blocks
+    from bkprof.profile.steps import input_pool, layer_step
+    from bkprof.report import write_atomic
+    from bkprof.variants import LayerConfig, build
+
+    sizes = dict(zip(extra[::2], extra[1::2]))
+    config = LayerConfig(n_seq=int(sizes.get("--n-seq", 256)))
+    batch = int(sizes.get("--batch", 8))
+    device = torch.device("cuda")
+    model = build(variant, config, seed=0).to(device)
+    step = layer_step(model, mode)
+    pool = input_pool((batch, config.n_seq, config.d_model), device, seed=0)
+    for x in pool:  # warm up: Triton compiles, cuBLAS/cuDNN workspaces and Adam state appear
+        step(x)
+    found = {"variant": variant, "mode": mode, "batch": batch, "n_seq": config.n_seq,
+             **cuda_peak_blocks(step, pool, device)}
+    write_atomic(output, json.dumps(found, indent=2) + "\n")
+    return found
+
+
+def pack(out: Path, config: str, names: list[str], into: Path) -> None:
+    """into/<config>.tar of the files a config wrote, so they come back even if a later config runs out of time."""
+    import tarfile
+
+    into.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(into / f"{config}.tar", "w") as tar:
+        for name in names:
+            if (out / name).exists():
+                tar.add(out / name, arcname=name)
+
+
+def main(out: Path, repeat: bool, pack_into: Path | None) -> int:
     from bkprof.profile.report import report_from_payload
     from bkprof.report import render, write_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     gpu = gpu_short_name()
     for config, extra in CONFIGS.items():
-        first = profile(extra, out / f"profile-{gpu}-{config}.json")
-        profile(extra, out / f"profile-{gpu}-{config}-run2.json")
+        first = profile(extra, out / f"profile-{gpu}-{config}.json", out / f"plots-{config}")
+        if repeat:
+            profile(extra, out / f"profile-{gpu}-{config}-run2.json")
         write_atomic(out / f"profile-{gpu}-{config}.md", render(report_from_payload(first), "markdown"))
-        print(render(report_from_payload(first), "table"), flush=True)
-    print(write_repeat(out, gpu), flush=True)
+        print(render(report_from_payload(first), "table")[:4000], flush=True)
+        try:
+            print(json.dumps(memory_at_peak(extra, out / f"memory-{gpu}-{config}.json"), indent=1), flush=True)
+        except Exception as error:  # noqa: BLE001 - the reports above must still come back
+            print(f"memory trace failed: {type(error).__name__}: {error}", flush=True)
+        if pack_into is not None:
+            pack(out, config, [f"profile-{gpu}-{config}.json", f"profile-{gpu}-{config}.md", f"plots-{config}",
+                               f"memory-{gpu}-{config}.json"], pack_into)
+    if repeat:
+        print(write_repeat(out, gpu), flush=True)
     return 0
 
 
@@ -110,5 +159,12 @@ if __name__ == "__main__":
     if sys.argv[2:3] == ["--repeat-only"]:  # rebuild the repeat table from the reports already in OUTDIR
         print(write_repeat(Path(sys.argv[1]), sys.argv[3]))
         sys.exit(0)
-    OPTIONS = sys.argv[2:]
-    sys.exit(main(Path(sys.argv[1])))
+    arguments = sys.argv[2:]
+    repeat = "--repeat" in arguments
+    pack_into = None
+    if "--pack" in arguments:  # --pack DIR: each config's files also as DIR/<config>.tar
+        at = arguments.index("--pack")
+        pack_into = Path(arguments[at + 1])
+        del arguments[at:at + 2]
+    OPTIONS = [a for a in arguments if a != "--repeat"]
+    sys.exit(main(Path(sys.argv[1]), repeat, pack_into))

@@ -167,3 +167,18 @@ def test_rates_shares_intensity_and_roof():
     # bk_core: 25 GFLOP/s at 0.5 FLOP/B, under the bandwidth roof 0.5 x 10e9 = 5 GFLOP/s: 5x the roof (cached data)
     assert b["of_roof"] == pytest.approx(5.0) and b["of_peak"] == pytest.approx(0.25)
     assert e["flop_share"] == pytest.approx(0.75) and e["time_share"] == pytest.approx(0.5)
+
+
+def test_roofline_plots_one_png_per_mode_with_points(tmp_path):
+    from bkprof.profile.plots import roofline_points, write_rooflines
+
+    part = {"phase": "forward", "component": "experts", "intensity": 2.0, "gflop_per_s": 5.0, "time_share": 0.6}
+    payload = {"rows": [{"mode": "forward"}, {"mode": "train"}], "config": {"n_seq": 32, "d_model": 16},
+               "method": {"batch": 2}, "environment": {"device_name": "cpu"},
+               "roof": {"flops_per_s": 1e11, "bytes_per_s": 1e10, "copy_bytes_per_s": 5e9, "precision": "fp32"},
+               "components": {"dense/forward": {"parts": [part, {**part, "component": "loss", "intensity": None}]},
+                              "dense/train": {"parts": [{**part, "gflop_per_s": None}]}}}
+    assert [p["component"] for p in roofline_points(payload, "forward")] == ["experts"]
+    written = write_rooflines(payload, tmp_path)  # train has no plottable point: no file
+    assert [p.name for p in written] == ["roofline-forward.png"]
+    assert written[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 from bkprof.check.config import Entry
 from bkprof.check.errors import ThresholdError
-from bkprof.check.metrics import MetricError, metric_value, number
+from bkprof.check.metrics import MetricError, metric_value, number, ratio_value
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 
@@ -50,15 +50,17 @@ def failures(outcomes: list[Outcome]) -> list[Outcome]:
 
 def _outcome(entry: Entry, documents: dict, baseline: dict | None) -> Outcome:
     if entry.source not in documents:
-        return Outcome(entry.metric, entry.describe(), None, None, SKIP, f"no {entry.source} document (--profile PATH, or --run-profile with a CUDA device)")
+        return Outcome(entry.key, entry.describe(), None, None, SKIP, f"no {entry.source} document (--profile PATH, or --run-profile with a CUDA device)")
     current = _value(entry, documents)
     before = _value(entry, baseline, baseline=True) if entry.rel is not None else None
     broken = _broken_bounds(entry, current, before)
-    return Outcome(entry.metric, entry.describe(), current, before, FAIL if broken else PASS, "; ".join(broken))
+    return Outcome(entry.key, entry.describe(), current, before, FAIL if broken else PASS, "; ".join(broken))
 
 
 def _value(entry: Entry, documents: dict, baseline: bool = False) -> float:
     try:
+        if entry.per is not None:
+            return ratio_value(documents, entry.metric, entry.per)
         return metric_value(documents, entry.metric)
     except MetricError as error:
         if baseline:

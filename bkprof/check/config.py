@@ -32,18 +32,24 @@ from bkprof.check.errors import ThresholdError
 from bkprof.check.metrics import SOURCES, MetricError, number, parts
 
 BOUNDS = ("min", "max", "rel")
+RATIO = "per"  # `per = "PATH"`: the bounds hold metric / PATH, both read from the same run's document
 TABLE_KEYS = ("baseline", "flops", "metrics")
 FLOPS_KEYS = ("batch", "backward", "variants")
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One metric and its bounds: min <= current <= max, |current - baseline| <= rel * |baseline|."""
+    """One metric and its bounds: min <= current <= max, |current - baseline| <= rel * |baseline|.
+
+    With `per`, current (and baseline) are the metric divided by the `per` metric of the same
+    document, so a ratio measured within one run (a variant's time over dense's) is what is held.
+    """
 
     metric: str
     min: float | None = None
     max: float | None = None
     rel: float | None = None
+    per: str | None = None
 
     @property
     def source(self) -> str:
@@ -58,6 +64,11 @@ class Entry:
         if self.rel is not None:
             bounds.append(f"rel <= {number(self.rel)}")
         return ", ".join(bounds)
+
+    @property
+    def key(self) -> str:
+        """What the entry holds, as reports name it: the metric, or `metric ÷ per` for a ratio."""
+        return f"{self.metric} ÷ {self.per}" if self.per else self.metric
 
 
 @dataclass(frozen=True)
@@ -160,18 +171,36 @@ def _entry(metric: str, bounds: dict) -> Entry:
         raise ThresholdError(f"threshold {metric}: {error}") from None
     if path[0] not in SOURCES or len(path) < 2:
         raise ThresholdError(f"threshold {metric}: the path must start with {' or '.join(s + '.' for s in SOURCES)}")
-    _only_known(bounds, BOUNDS, f"threshold {metric}")
+    _only_known(bounds, (*BOUNDS, RATIO), f"threshold {metric}")
+    bounds = dict(bounds)
+    per = _ratio_of(metric, path[0], bounds.pop(RATIO, None))
     if not bounds:
         raise ThresholdError(f"threshold {metric}: give min, max or rel")
     for key, value in bounds.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ThresholdError(f"threshold {metric}: {key} must be a finite number, got {value!r}")
-    entry = Entry(metric, **{k: float(v) for k, v in bounds.items()})
+    entry = Entry(metric, **{k: float(v) for k, v in bounds.items()}, per=per)
     if entry.min is not None and entry.max is not None and entry.min > entry.max:
         raise ThresholdError(f"threshold {metric}: min {number(entry.min)} > max {number(entry.max)}")
     if entry.rel is not None and entry.rel < 0:
         raise ThresholdError(f"threshold {metric}: rel must be >= 0, got {number(entry.rel)}")
     return entry
+
+
+def _ratio_of(metric: str, source: str, per) -> str | None:
+    """The `per` path of an entry: a metric path of the same document (a ratio within one run), or None."""
+    if per is None:
+        return None
+    if not isinstance(per, str):
+        raise ThresholdError(f"threshold {metric}: per must be a metric path string, got {per!r}")
+    try:
+        per_parts = parts(per)
+    except MetricError as error:
+        raise ThresholdError(f"threshold {metric}: per {per!r} {error}") from None
+    if per_parts[0] != source:
+        raise ThresholdError(f"threshold {metric}: per {per!r} must be in the same document ({source}.), "
+                             "so the ratio is measured within one run")
+    return per
 
 
 def _flops_source(table, origin: str) -> FlopsSource:

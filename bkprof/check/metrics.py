@@ -54,6 +54,14 @@ def metric_value(documents: dict, metric: str) -> float:
     return float(node)
 
 
+def ratio_value(documents: dict, metric: str, per: str) -> float:
+    """metric / per, both read from `documents` (a ratio measured within one run)."""
+    denominator = metric_value(documents, per)
+    if denominator == 0:
+        raise MetricError(f"per {per} is 0, so the ratio is undefined")
+    return metric_value(documents, metric) / denominator
+
+
 def _step(node, part: str, where: str):
     if part.startswith("["):
         return _select(node, part, where)
