@@ -86,3 +86,23 @@ def test_an_unappendable_history_is_a_configuration_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(ThresholdError, match="cannot append"):
         append_history(blocker / "history.jsonl", {"metrics": {}})
+
+
+def test_the_command_appends_history_and_plots_a_trend(tmp_path):
+    from typer.testing import CliRunner
+
+    from bkprof.cli import app
+
+    thresholds = tmp_path / "t.toml"
+    thresholds.write_text('[flops]\nd_model = 8\nn_seq = 8\nnum_experts = 2\nvariants = ["dense"]\n'
+                          '[metrics]\n"flops.variants.dense.counted_flops" = { min = 1 }\n', encoding="utf-8")
+    history, plots = tmp_path / "h.jsonl", tmp_path / "plots"
+    args = ["check", "--thresholds", str(thresholds), "--history", str(history)]
+    runner = CliRunner()
+    assert runner.invoke(app, args).exit_code == 0
+    done = runner.invoke(app, [*args, "--trend", "flops.variants.dense.counted_flops", "--plot", str(plots)])
+    assert done.exit_code == 0, done.output
+    assert len(read_history(history)) == 2
+    assert (plots / "trend-flops.variants.dense.counted_flops.png").read_bytes()[:4] == b"\x89PNG"
+    lonely = runner.invoke(app, [*args, "--trend", "x"])
+    assert lonely.exit_code == 2 and "--trend needs" in lonely.output

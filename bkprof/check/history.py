@@ -52,9 +52,18 @@ def environment_of(documents: dict) -> dict:
     return env
 
 
-def history_record(outcomes, documents: dict, folder: str | Path = ".", now: datetime | None = None) -> dict:
-    """One run's line: every checked metric's current value, with the commit and the environment."""
-    commit, dirty = git_commit(folder)
+def history_record(outcomes, documents: dict, folder: str | Path | None = None, now: datetime | None = None) -> dict:
+    """One run's line: every checked metric's current value, with the commit and the environment.
+
+    The commit is that of the repository at `folder`; by default the working folder's, else the
+    one bkprof itself is running from.
+    """
+    if folder is None:
+        commit, dirty = git_commit(".")
+        if commit is None:
+            commit, dirty = git_commit(Path(__file__).resolve().parent)
+    else:
+        commit, dirty = git_commit(folder)
     now = now or datetime.now(timezone.utc)
     return {
         "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -10,12 +10,13 @@ import typer
 from bkprof.cli import app
 from bkprof.cli.errors import BadInput, Command
 from bkprof.cli.options import (FormatOpt, LayerOptions, Output, Variants, checked_backend, checked_device,
-                                choice_option, device_option, flag, integer_option, non_negative, positive,
-                                output_folder_option, profile_modes, progress_bar, variant_names,
+                                choice_option, device_option, flag, integer_option, non_negative, number_option,
+                                positive, output_folder_option, profile_modes, progress_bar, variant_names,
                                 with_layer_options)
 
 
 TRACE_SUFFIXES = (".json",)
+PLOT_SUFFIXES = (".png",)
 Modes = Annotated[Optional[list[str]], choice_option(
     "--mode", "forward (eval, no_grad) or train (forward + backward + Adam step); repeatable; default: both.", profile_modes)]
 
@@ -33,17 +34,37 @@ def profile(
     ops: Annotated[int, integer_option("--ops", "Show the top N operators of each row from torch.profiler.")] = 0,
     trace: Annotated[Optional[str], output_folder_option(
         "--trace", "Write a Chrome/Perfetto trace per row into this folder", TRACE_SUFFIXES)] = None,
+    components: Annotated[bool, flag(
+        "--components/--no-components", "Split each row by component, forward and backward: time, FLOPs, bytes, memory.")] = True,
+    peak_tflops: Annotated[Optional[float], number_option(
+        "--peak-tflops", "Peak FLOP/s to compare with, in TFLOP/s (default: the device's datasheet value; CPU: estimated).")] = None,
+    peak_gbps: Annotated[Optional[float], number_option(
+        "--peak-gbps", "Peak memory bandwidth in GB/s (default: the datasheet's; CPU: the copy bandwidth measured).")] = None,
+    plot: Annotated[Optional[str], output_folder_option(
+        "--plot", "Write roofline-<mode>.png (every component of every variant) into this folder", PLOT_SUFFIXES)] = None,
+    peaks: Annotated[bool, flag("--peaks", "Print the table of device peaks bkprof knows, and exit.")] = False,
     format: FormatOpt = "table",
     output: Output = None,
 ) -> None:
     """Time and memory of each variant: median/p10/p90 step time, tokens/s, achieved FLOP/s, BK-Core share, peak MiB."""
+    from bkprof.report import emit
+
+    if peaks:
+        from bkprof.profile.peaks import peaks_report
+
+        emit(peaks_report(), format, output)
+        return
+    for option, value in (("--peak-tflops", peak_tflops), ("--peak-gbps", peak_gbps)):
+        if value is not None and value <= 0:
+            raise BadInput(f"{option} must be positive, got {value:g}")
+    if plot is not None and not components:
+        raise BadInput("--plot needs the component breakdown; drop --no-components")
     config = layer.config()
-    settings = _settings(device, mode, layer.batch, warmup, runs, graphs, ops)
+    settings = _settings(device, mode, layer.batch, warmup, runs, graphs, ops, components)
     from dataclasses import replace
 
     from bkprof.profile import profile_variants
     from bkprof.profile.report import environment, profile_report
-    from bkprof.report import emit
     from bkprof.report.io import output_folders
 
     names = variant_names(variant)
@@ -51,17 +72,23 @@ def profile(
     rows_started = itertools.count()
     described = {"config": config.as_dict(), "variants": names, "modes": settings.modes, "batch": settings.batch,
                  "warmup": settings.warmup, "runs": settings.runs, "device": str(settings.device)}
-    with output_folders([(trace, "--trace", TRACE_SUFFIXES)], described) as (trace_folder,), \
-            progress_bar(len(names) * len(settings.modes), "profiling") as update:
-        result = profile_variants(config, names, replace(settings, trace_dir=trace_folder),
-                                  on_row=lambda variant, mode: update(f"profiling {variant} ({mode})",
-                                                                      completed=next(rows_started)))
-    emit(profile_report(result, config, settings, env), format, output)
+    specs = [(trace, "--trace", TRACE_SUFFIXES), (plot, "--plot", PLOT_SUFFIXES)]
+    with output_folders(specs, described) as (trace_folder, plot_folder):
+        with progress_bar(len(names) * len(settings.modes), "profiling") as update:
+            result = profile_variants(config, names, replace(settings, trace_dir=trace_folder),
+                                      on_row=lambda variant, mode: update(f"profiling {variant} ({mode})",
+                                                                          completed=next(rows_started)))
+        report = profile_report(result, config, settings, env, peak_tflops, peak_gbps)
+        if plot_folder is not None:
+            from bkprof.profile.plots import write_rooflines
+
+            write_rooflines(report.payload, plot_folder)
+    emit(report, format, output)
     if result.failed:
         raise typer.Exit(1)
 
 
-def _settings(device: str, modes, batch: int, warmup: int, runs: int, graphs: bool, ops: int):
+def _settings(device: str, modes, batch: int, warmup: int, runs: int, graphs: bool, ops: int, components: bool):
     from bkprof.profile import ProfileSettings
 
     non_negative("--warmup", warmup)
@@ -72,4 +99,4 @@ def _settings(device: str, modes, batch: int, warmup: int, runs: int, graphs: bo
         raise BadInput("--graphs needs a CUDA device, but the profile runs on the CPU")
     chosen = tuple(dict.fromkeys(modes)) if modes else profile_modes()
     return ProfileSettings(device=target, modes=chosen, batch=batch, warmup=warmup, runs=runs, graphs=graphs,
-                           ops=ops)
+                           ops=ops, components=components)

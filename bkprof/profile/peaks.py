@@ -159,3 +159,20 @@ def copy_bandwidth(device) -> float:
 def peaks_table_rows() -> list[dict]:
     """DATASHEET as rows, for the docs and `bkprof profile`'s JSON."""
     return [asdict(p) for p in DATASHEET.values()]
+
+
+def peaks_report():
+    """`bkprof profile --peaks`: DATASHEET as a report (table, JSON, CSV or Markdown)."""
+    import pandas as pd
+
+    from bkprof.report import Report, Table
+
+    rows = peaks_table_rows()
+    frame = pd.DataFrame(rows).rename(columns={"fp32_tflops": "FP32 TFLOP/s", "tf32_tflops": "TF32 TFLOP/s",
+                                               "bf16_tflops": "BF16 TFLOP/s", "memory_gbps": "memory GB/s"})
+    table = Table("Device peaks (dense math; the datasheets' tensor-core figures 'with sparsity' are twice these)",
+                  frame, {"memory GB/s": "{:,.0f}"},
+                  "A run compares with its device's FP32 peak (float32 steps, TF32 off) or TF32 when the run allowed "
+                  "it; --peak-tflops / --peak-gbps override. CPU: FP32 estimated as threads x clock x FLOPs per "
+                  "cycle from /proc/cpuinfo; bandwidth: the copy bandwidth measured in the run.")
+    return Report(payload={"command": "profile --peaks", "peaks": rows}, tables=[table], results=table)
