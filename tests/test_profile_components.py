@@ -85,7 +85,7 @@ def test_time_goes_to_the_component_forward_and_backward():
     assert 29 <= ms[("forward", "refine")] < 150
     assert ms[("backward", "refine")] >= 149
     assert ms[("forward", "bk_core")] >= 9.5
-    assert ms.get(("backward", "bk_core"), 0) < 9.5
+    assert ms.get(("backward", "bk_core"), 0) < ms[("backward", "refine")] - 100  # the 150 ms went to refine
 
 
 def test_memory_peak_and_the_allocation_that_makes_it():

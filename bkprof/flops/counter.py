@@ -26,7 +26,12 @@ UNATTRIBUTED_BACKWARD = "backward"
 
 def next_sequence_nr() -> int:
     """The sequence number autograd gives the next node created on this thread."""
-    return torch._C._autograd._get_sequence_nr()
+    peek = getattr(torch._C._autograd, "_get_sequence_nr", None)
+    if peek is not None:
+        return peek()
+    with torch.enable_grad():  # older torch: make one node and read its number
+        probe = torch.zeros((), requires_grad=True).view(())
+    return probe.grad_fn._sequence_nr() + 1
 
 
 class SequenceComponents:
@@ -144,7 +149,8 @@ class OpCounter(TorchDispatchMode):
         self.nodes.mark(component_of(self._stack[-1]))
 
     def _backward_component(self) -> str:
-        node = torch._C._current_autograd_node()
+        current = getattr(torch._C, "_current_autograd_node", None)
+        node = current() if current is not None else None
         found = self.nodes.component(node._sequence_nr()) if node is not None else None
         return found or UNATTRIBUTED_BACKWARD
 
