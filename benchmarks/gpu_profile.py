@@ -96,13 +96,27 @@ def write_repeat(out: Path, gpu: str) -> str:
     return text
 
 
-def memory_at_peak(extra: list[str], output: Path, variant: str = "combined", mode: str = "train") -> dict:
-    """The CUDA allocator's trace over two runs of one row's step: what is live at the peak, and where from."""
+def memory_at_peak(extra: list[str], output: Path) -> list[dict]:
+    """The CUDA allocator's trace over two runs of combined/train and sparse/train: what is live at the
+    peak and where from, with cuDNN on (as `bkprof profile` runs) and off (convolutions without cuDNN)."""
+    import torch
+
+    from bkprof.report import write_atomic
+
+    found = []
+    for variant in ("combined", "sparse"):
+        for cudnn in (True, False):
+            with torch.backends.cudnn.flags(enabled=cudnn):
+                found.append({"variant": variant, "mode": "train", "cudnn": cudnn, **_trace_row(extra, variant)})
+    write_atomic(output, json.dumps(found, indent=2) + "\n")
+    return found
+
+
+def _trace_row(extra: list[str], variant: str, mode: str = "train") -> dict:
     import torch
 
     from bkprof.profile.memory import cuda_peak_blocks
     from bkprof.profile.steps import input_pool, layer_step
-    from bkprof.report import write_atomic
     from bkprof.variants import LayerConfig, build
 
     sizes = dict(zip(extra[::2], extra[1::2]))
@@ -114,10 +128,15 @@ def memory_at_peak(extra: list[str], output: Path, variant: str = "combined", mo
     pool = input_pool((batch, config.n_seq, config.d_model), device, seed=0)
     for x in pool:  # warm up: Triton compiles, cuBLAS/cuDNN workspaces and Adam state appear
         step(x)
-    found = {"variant": variant, "mode": mode, "batch": batch, "n_seq": config.n_seq,
-             **cuda_peak_blocks(step, pool, device)}
-    write_atomic(output, json.dumps(found, indent=2) + "\n")
-    return found
+    torch.cuda.synchronize()
+    start = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start[0].record()
+    for x in pool:
+        step(x)
+    start[1].record()
+    torch.cuda.synchronize()
+    return {"batch": batch, "n_seq": config.n_seq, "eager_ms_per_step": start[0].elapsed_time(start[1]) / len(pool),
+            **cuda_peak_blocks(step, pool, device)}
 
 
 def pack(out: Path, config: str, names: list[str], into: Path) -> None:

@@ -212,3 +212,20 @@ def test_cli_breakdown_plot_peaks_and_overrides(tmp_path):
     assert peaks.exit_code == 0 and "H200 SXM,67.0,494.5,989.5,4800.0" in peaks.stdout
     bad = runner.invoke(app, ["profile", *small, "--peak-gbps", "0"])
     assert bad.exit_code == 2 and "--peak-gbps must be positive" in bad.output
+
+
+def test_allocator_trace_replay_finds_the_peak_and_its_blocks():
+    from bkprof.profile.memory import _allocated_at, peak_of_trace
+
+    frames = [{"filename": "/x/torch/nn/modules/conv.py", "line": 3, "name": "_conv_forward"},
+              {"filename": "/x/bkprof/variants/sparse.py", "line": 9, "name": "forward"}]
+    trace = [{"action": "alloc", "addr": 1, "size": 100, "frames": frames},
+             {"action": "alloc", "addr": 2, "size": 50, "frames": []},
+             {"action": "free_requested", "addr": 1, "size": 100},   # not yet reusable: still counted
+             {"action": "alloc", "addr": 3, "size": 30, "frames": []},
+             {"action": "free_completed", "addr": 1, "size": 100},
+             {"action": "alloc", "addr": 4, "size": 70, "frames": []}]
+    peak, live = peak_of_trace(trace)
+    # running total: 100, 150, 180 (peak: blocks 1, 2, 3), then 80, 150
+    assert peak == 180 and sorted(live) == [1, 2, 3]
+    assert _allocated_at(frames) == "bkprof/variants/sparse.py:9 forward"

@@ -77,6 +77,20 @@ def cuda_peak_blocks(step, inputs, device, runs: int = 2, top: int = 8) -> dict:
     finally:
         torch.cuda.memory._record_memory_history(enabled=None)
     trace = snapshot["device_traces"][device.index or 0]
+    peak, at_peak = peak_of_trace(trace)
+    groups: dict[str, list[int]] = {}
+    for entry in at_peak.values():
+        where = _allocated_at(entry.get("frames", []))
+        groups.setdefault(where, []).append(entry["size"])
+    ranked = sorted(groups.items(), key=lambda kv: sum(kv[1]), reverse=True)[:top]
+    return {"method": "torch.cuda.memory._record_memory_history (alloc / free_completed replayed in order)",
+            "runs": runs, "trace_entries": len(trace), "peak_mib_above_start": peak / MIB,
+            "at_peak": [{"allocated_at": where, "mib": sum(sizes) / MIB, "blocks": len(sizes),
+                         "largest_mib": max(sizes) / MIB} for where, sizes in ranked]}
+
+
+def peak_of_trace(trace: list[dict]) -> tuple[int, dict]:
+    """(peak bytes, {address: alloc entry} live at the peak) of an allocator trace replayed in order."""
     live, total, peak, at_peak = {}, 0, 0, {}
     for entry in trace:
         action = entry.get("action")
@@ -87,15 +101,7 @@ def cuda_peak_blocks(step, inputs, device, runs: int = 2, top: int = 8) -> dict:
                 peak, at_peak = total, dict(live)
         elif action == "free_completed" and entry["addr"] in live:
             total -= live.pop(entry["addr"])["size"]
-    groups: dict[str, list[int]] = {}
-    for entry in at_peak.values():
-        where = _allocated_at(entry.get("frames", []))
-        groups.setdefault(where, []).append(entry["size"])
-    ranked = sorted(groups.items(), key=lambda kv: sum(kv[1]), reverse=True)[:top]
-    return {"method": "torch.cuda.memory._record_memory_history (alloc / free_completed replayed in order)",
-            "runs": runs, "trace_entries": len(trace), "peak_mib_above_start": peak / MIB,
-            "at_peak": [{"allocated_at": where, "mib": sum(sizes) / MIB, "blocks": len(sizes),
-                         "largest_mib": max(sizes) / MIB} for where, sizes in ranked]}
+    return peak, at_peak
 
 
 def _allocated_at(frames: list[dict]) -> str:
