@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from bkprof.flops.claims import REASON_MIN_SHARE
 from bkprof.flops.formulas import conventions
 from bkprof.flops.published import published_layer_flops
 from bkprof.report import Report, Table
@@ -82,10 +83,19 @@ def breakdown_table(doc: dict) -> Table:
                  {"share": "{:.1%}"})
 
 
+def _shares(reasons: list[dict], shown: int) -> str:
+    """The first `shown` components with their shares, then how many more and their share together."""
+    shown = len(reasons) if len(reasons) <= shown + 1 else shown  # "+1 more" takes the space of the one
+    parts = [f"{r['component']}\u00a0{r['share']:.0%}" for r in reasons[:shown]]  # no-break: name and share
+    if len(reasons) > shown:
+        parts.append(f"+{len(reasons) - shown}\u00a0more,\u00a0{sum(r['share'] for r in reasons[shown:]):.1%}")
+    return "; ".join(parts)
+
+
 def claims_table(doc: dict) -> Table:
     rows = []
     for claim in doc["claims"]:
-        reasons = "; ".join(f"{r['component']} {r['share']:.0%}" for r in claim["reasons"][:4])
+        reasons = _shares(claim["reasons"], shown=4)
         rows.append({
             "claim": claim["claim"],
             "published": claim["published"],
@@ -96,6 +106,7 @@ def claims_table(doc: dict) -> Table:
         })
     return Table("Claims: published figure, its own formula, and the full count", pd.DataFrame(rows),
                  caption="Full count = analytic (equal to the op counter) forward FLOPs at this config. "
+                         f"Components under {REASON_MIN_SHARE:.0%} of it are not listed. "
                          "`--format json` gives each component's reason.")
 
 
