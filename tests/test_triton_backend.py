@@ -1,7 +1,7 @@
 """The "triton" backend: unavailable (and harmless) on CPU; correct, differentiable and counted on CUDA.
 
 The CUDA tests are skipped where CUDA or triton is missing (CI); run them on a GPU machine with
-`python -m pytest -q tests/test_triton_backend.py` (their output is in reports/triton-tests-H100.txt).
+`python -m pytest -q tests/test_triton_backend.py` (their output is in reports/pytest/H100-2026-11-24/triton-tests-H100.txt).
 """
 
 import pytest

@@ -1,9 +1,9 @@
 """Thresholds from TOML: `[tool.bkprof.thresholds]` of a pyproject.toml, or a standalone file.
 
-The shape (README, "Using bkprof in CI"):
+The shape (docs/ci.md):
 
     [tool.bkprof.thresholds]
-    baseline = "reports/baseline.json"        # for `rel`; relative to the file that names it
+    baseline = "ci/baseline.json"             # for `rel`; relative to the file that names it
     [tool.bkprof.thresholds.flops]            # what the current flops document is computed for
     batch = 1
     backward = false
