@@ -23,6 +23,7 @@ repository, and `bkprof check` finds this project's pyproject.toml). All of them
 process, so torch is imported once.
 
     python docs/regenerate.py            # rewrite every stale block
+    python docs/regenerate.py --remeasure  # and the `# measured` ones, with fresh numbers
     python docs/regenerate.py --check    # exit 1 if a block is stale or a command fails
 """
 
@@ -228,8 +229,11 @@ def _worker(answers: Path) -> None:
     answers.write_text(json.dumps(results), encoding="utf-8")
 
 
-def regenerate(paths: list[Path], check: bool, root: Path = ROOT) -> list[str]:
-    """Rewrite (or, with check, only judge) every block; the problems found, one line each."""
+def regenerate(paths: list[Path], check: bool, root: Path = ROOT, remeasure: bool = False) -> list[str]:
+    """Rewrite (or, with check, only judge) every stale block; the problems found, one line each.
+
+    A `# measured` block whose words still match is kept as it is (its numbers would change at every
+    run), unless `remeasure`."""
     blocks = {path: find_blocks(path) for path in paths}
     results = run_all([b.command for bs in blocks.values() for b in bs], root)
     problems = []
@@ -248,7 +252,8 @@ def regenerate(paths: list[Path], check: bool, root: Path = ROOT) -> list[str]:
         if not check:
             for block in reversed(found):  # from the end, so the earlier spans stay valid
                 result = results[block.command.argv]
-                if failure(block.command, result) is None and result.code != SKIPPED:
+                fresh = is_fresh(block, result) and not (remeasure and block.command.measured)
+                if failure(block.command, result) is None and result.code != SKIPPED and not fresh:
                     start, end = block.span
                     text = text[:start] + render(block, result) + text[end:]
             path.write_text(text, encoding="utf-8")
@@ -258,6 +263,7 @@ def regenerate(paths: list[Path], check: bool, root: Path = ROOT) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block is stale")
+    parser.add_argument("--remeasure", action="store_true", help="rewrite `# measured` blocks too")
     parser.add_argument("--worker", type=Path, metavar="RESULTS", help=argparse.SUPPRESS)
     parser.add_argument("paths", nargs="*", type=Path, help="documents (default: README.md and docs/*.md)")
     args = parser.parse_args()
@@ -265,7 +271,7 @@ def main() -> int:
         _worker(args.worker)
         return 0
     paths = [p.resolve() for p in args.paths] or documents()
-    problems = regenerate(paths, args.check)
+    problems = regenerate(paths, args.check, remeasure=args.remeasure)
     for problem in problems:
         print(problem, file=sys.stderr)
     return 1 if problems else 0
