@@ -82,6 +82,16 @@ def tridiag_resolvent_diagonal(
     diag has shape (N,) or (B, N); upper (super-diagonal) and lower (sub-diagonal) have shape
     (N-1,) or (B, N-1). Returns complex64 for float32 input and complex128 for float64, with the
     shape of diag. `check_finite=False` skips the finiteness check (a device sync on GPU).
+
+    >>> import torch
+    >>> from bkprof import tridiag_resolvent_diagonal
+    >>> n = 5
+    >>> diag, off = torch.full((n,), -2.0, dtype=torch.float64), torch.ones(n - 1, dtype=torch.float64)
+    >>> g = tridiag_resolvent_diagonal(diag, off, off, 1j)
+    >>> t = torch.diag(diag) + torch.diag(off, 1) + torch.diag(off, -1)
+    >>> exact = torch.linalg.inv(t.to(torch.complex128) - 1j * torch.eye(n)).diagonal()
+    >>> g.dtype, torch.allclose(g, exact)
+    (torch.complex128, True)
     """
     _validate(diag, upper, lower, z, check_finite)
     unbatched = diag.dim() == 1

@@ -1,14 +1,31 @@
-"""FLOPs of the four variants: the published formulas, a closed-form count, an op counter and fvcore."""
+"""FLOPs of the variants: the published formulas, a closed-form count, an op counter and fvcore.
 
-from bkprof.flops.analytic import analytic_components, analytic_flops
-from bkprof.flops.published import published_accounting
+The names below load their modules (and torch) on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_SOURCES = {
+    "analytic_components": "bkprof.flops.analytic",
+    "analytic_flops": "bkprof.flops.analytic",
+    "count_flops": "bkprof.flops.counter",
+    "flops_report": "bkprof.flops.report",
+    "flops_tables": "bkprof.flops.tables",
+    "published_accounting": "bkprof.flops.published",
+}
+
+__all__ = list(_SOURCES)
 
 
-def flops_report(*args, **kwargs):
-    """The JSON document of `bkprof flops` (see `bkprof.flops.report.flops_report`)."""
-    from bkprof.flops.report import flops_report as build_report
+def __getattr__(name: str):
+    if name not in _SOURCES:
+        raise AttributeError(f"module 'bkprof.flops' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_SOURCES[name]), name)
+    globals()[name] = value
+    return value
 
-    return build_report(*args, **kwargs)
 
-
-__all__ = ["analytic_components", "analytic_flops", "flops_report", "published_accounting"]
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SOURCES))

@@ -258,7 +258,16 @@ def backward_components(name: str, config: LayerConfig, *, batch: int = 1, devic
 
 def analytic_components(name: str, config: LayerConfig, *, batch: int = 1, backward: bool = False,
                         device: str = "cpu") -> dict[str, int]:
-    """FLOPs per component; with `backward`, the train-mode forward per component plus a `backward` entry."""
+    """FLOPs per component (2 per multiply-accumulate, `batch` sequences); with `backward`, the
+    train-mode forward per component plus a `backward` entry.
+
+    >>> from bkprof import LayerConfig, analytic_components
+    >>> parts = analytic_components("dense", LayerConfig(d_model=16, n_seq=32))
+    >>> parts["gate"]          # Linear(16, 4) on 32 tokens: 2·32·16·4 + 32·4 (the bias adds)
+    4224
+    >>> sorted(parts)[:3]
+    ['bk_core', 'experts', 'gate']
+    """
     parts = forward_families(name, config, batch=batch, training=backward, device=device)
     out = {component: sum(flops.values()) for component, flops in parts.items()}
     if backward:
@@ -268,7 +277,15 @@ def analytic_components(name: str, config: LayerConfig, *, batch: int = 1, backw
 
 def analytic_flops(name: str, config: LayerConfig, *, batch: int = 1, backward: bool = False,
                    device: str = "cpu") -> int:
-    """Total FLOPs of `name` at `config` for `batch` sequences (forward, or forward + backward)."""
+    """Total FLOPs of `name` at `config` for `batch` sequences (forward, or forward + backward),
+    2 per multiply-accumulate, for the BK-Core backend that runs on `device`.
+
+    >>> from bkprof import LayerConfig, analytic_flops
+    >>> analytic_flops("combined", LayerConfig())            # per sequence, forward, at the defaults
+    80802994
+    >>> analytic_flops("dense", LayerConfig(), batch=8) == 8 * analytic_flops("dense", LayerConfig())
+    True
+    """
     return sum(analytic_components(name, config, batch=batch, backward=backward, device=device).values())
 
 

@@ -181,6 +181,15 @@ def count_flops(model: nn.Module, x: torch.Tensor, *, backward: bool = False) ->
 
     With `backward`, x requires grad (as it does inside a network), and the backward pass is seeded
     with a gradient made outside the counter, so only autograd's own ops are counted.
+
+    >>> import torch
+    >>> from bkprof import LayerConfig, analytic_flops, build, count_flops
+    >>> config = LayerConfig(d_model=16, n_seq=32)
+    >>> counted = count_flops(build("sparse", config), torch.randn(1, 32, 16))
+    >>> counted.total() == analytic_flops("sparse", config)      # 2 FLOPs per multiply-accumulate
+    True
+    >>> counted.by_component()["bk_core"] > 0
+    True
     """
     model.train(backward)
     if backward:

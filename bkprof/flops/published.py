@@ -43,6 +43,16 @@ def multi_scale(c: LayerConfig) -> dict:
 
 
 def published_accounting(c: LayerConfig) -> dict:
+    """The source's formulas at `c`, per sequence, forward: {"sparse_g_ii": {...}, "multi_scale": {...},
+    "combined": {"reduction": ...}}.
+
+    >>> from bkprof import LayerConfig, published_accounting
+    >>> published = published_accounting(LayerConfig())
+    >>> published["sparse_g_ii"]["standard"], published["multi_scale"]["multi_scale"]
+    (5120, 2294784.0)
+    >>> round(published["combined"]["reduction"], 2)
+    4.57
+    """
     sparse, multi = sparse_g_ii(c), multi_scale(c)
     return {
         "sparse_g_ii": sparse,

@@ -12,6 +12,7 @@ from bkprof.flops.counter import count_flops
 from bkprof.flops.fvcore_count import fvcore_count
 from bkprof.flops.published import published_accounting
 from bkprof.variants import VARIANTS, LayerConfig, build
+from bkprof.variants.config import config_header
 
 SEED = 0
 
@@ -63,14 +64,22 @@ def count_variant(name: str, c: LayerConfig, batch: int, backward: bool) -> dict
 def flops_report(config: LayerConfig, variants: Sequence[str] | None = None, *, batch: int = 1,
                  backward: bool = False) -> dict:
     """The JSON document of `bkprof flops`: for each of `variants` (default: every registered one)
-    the analytic, op-counter and fvcore counts, beside the published accounting and the claims."""
+    the analytic, op-counter and fvcore counts, beside the published accounting and the claims.
+    FLOPs: 2 per multiply-accumulate, for `batch` sequences; fvcore in MACs.
+
+    >>> from bkprof import LayerConfig, flops_report
+    >>> doc = flops_report(LayerConfig(d_model=16, n_seq=32), ["dense"])
+    >>> dense = doc["variants"]["dense"]
+    >>> dense["analytic_flops"] == dense["counted_flops"]
+    True
+    >>> [claim["id"] for claim in doc["claims"]]
+    ['sparse_g_ii', 'multi_scale', 'combined']
+    """
     published = published_accounting(config)
     variants = VARIANTS if variants is None else variants
     forward_components = {name: analytic_components(name, config) for name in claim_variants()}
     return {
-        "config": {"d_model": config.d_model, "n_seq": config.n_seq, "num_experts": config.num_experts,
-                   "top_k": config.top_k, "sparsity": config.sparsity, "downsample": config.downsample,
-                   "batch": batch, "interp": config.interp, "backend": config.backend, "backward": backward},
+        "config": config_header(config, batch=batch, backward=backward),
         "conventions": conventions_note(batch, backward),
         "published": published,
         "variants": {name: count_variant(name, config, batch, backward) for name in variants},

@@ -132,7 +132,17 @@ def conventions_table() -> Table:
                          "else they are listed as ops without a formula.")
 
 
-def flops_tables(doc: dict, breakdown: bool) -> Report:
+def flops_tables(doc: dict, breakdown: bool = False) -> Report:
+    """The tables of `bkprof flops` for a `flops_report` document, as a Report any renderer takes.
+
+    >>> from bkprof import LayerConfig, flops_report, flops_tables
+    >>> from bkprof.report import render
+    >>> report = flops_tables(flops_report(LayerConfig(d_model=16, n_seq=32), ["dense"]))
+    >>> [table.title.split(" (")[0] for table in report.tables][-2:]
+    ['Totals per variant', 'Claims: published figure, its own formula, and the full count']
+    >>> render(report, "csv").splitlines()[0]
+    'variant,component,analytic_flops,counted_flops,share,fvcore_macs'
+    """
     tables = [*published_tables(doc), totals_table(doc)]
     if breakdown:
         tables.append(breakdown_table(doc))

@@ -13,6 +13,7 @@ from bkprof.profile.steps import INPUT_POOL, OPTIMIZER
 from bkprof.profile.timing import CUDA_WARMUP_SECONDS, L2_FLUSH_BYTES
 from bkprof.report import Report, Table
 from bkprof.variants import LayerConfig
+from bkprof.variants.config import config_header
 
 _SHOWN = {  # results column -> (heading, format) in the table a person reads; runs and status are in the caption and note
     "variant": ("variant", None),
@@ -96,7 +97,7 @@ def profile_report(result: ProfileResult, config: LayerConfig, settings: Profile
         row["graph_of_peak"] = _fraction(_per_s(row["gflop"], row["graph_ms"]), roof.flops_per_s)
     payload = {
         "command": "profile",
-        "config": config.as_dict(),
+        "config": config_header(config),
         "environment": env,
         "method": method(settings),
         "roof": roof.as_dict(),

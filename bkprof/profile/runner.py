@@ -47,6 +47,14 @@ COLUMN_TYPES = {c: ("str" if c in TEXT_COLUMNS else "Int64" if c == "runs" else 
 
 @dataclass(frozen=True)
 class ProfileSettings:
+    """How `profile_variants` measures: where, which modes, batch, warm-up and timed runs, and extras.
+
+    >>> import torch
+    >>> from bkprof import ProfileSettings
+    >>> ProfileSettings(torch.device("cpu")).modes, ProfileSettings(torch.device("cpu")).runs
+    (('forward', 'train'), 20)
+    """
+
     device: torch.device
     modes: tuple[str, ...] = MODES
     batch: int = 8
@@ -73,7 +81,16 @@ class ProfileResult:
 
 def profile_variants(config: LayerConfig, variants: Sequence[str], settings: ProfileSettings,
                      on_row: Callable[[str, str], None] | None = None) -> ProfileResult:
-    """Profile every variant in every mode of `settings`; `on_row(variant, mode)` is called as each row starts."""
+    """Profile every variant in every mode of `settings`; `on_row(variant, mode)` is called as each row starts.
+
+    >>> import torch
+    >>> from bkprof import LayerConfig, ProfileSettings, profile_variants
+    >>> settings = ProfileSettings(torch.device("cpu"), modes=("forward",), batch=1, warmup=0, runs=2)
+    >>> result = profile_variants(LayerConfig(d_model=16, n_seq=32), ["dense"], settings)
+    >>> row = result.frame.iloc[0]
+    >>> row["variant"], row["mode"], row["status"], bool(row["median_ms"] > 0)
+    ('dense', 'forward', 'ok', True)
+    """
     import pandas as pd
 
     from bkprof.profile.peaks import copy_bandwidth

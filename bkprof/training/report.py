@@ -6,7 +6,7 @@ from bkprof.report import Report, Table
 from bkprof.training.overhead import loss_overhead
 from bkprof.training.projection import ACCOUNTINGS, project_schedule
 from bkprof.training.schedule import AdaptiveSparsityScheduler
-from bkprof.variants.config import LayerConfig
+from bkprof.variants.config import LayerConfig, config_header
 
 PUBLISHED_OVERHEAD = 0.01  # "Total overhead: <1% of forward pass time"
 
@@ -41,7 +41,7 @@ def schedule_report(scheduler: AdaptiveSparsityScheduler, steps: int, variants: 
                             f"loss = balanced_loss (sparsity loss + weighted sum with the task loss), forward only, "
                             f"batch {batch}; clock: {overhead[0]['clock']}. The source claims under 1 % of a forward pass."))
     payload = {
-        "config": config.as_dict(),
+        "config": config_header(config, batch=batch),
         "batch": batch,
         "scheduler": {"initial_sparsity": scheduler.initial_sparsity, "final_sparsity": scheduler.final_sparsity,
                       "initial_weight": scheduler.initial_weight, "final_weight": scheduler.final_weight,

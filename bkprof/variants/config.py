@@ -9,6 +9,18 @@ INTERPOLATIONS = ("learned", "linear", "cubic")
 
 @dataclass(frozen=True)
 class LayerConfig:
+    """One layer's configuration, shared by every variant; it checks itself (a ValueError names the field).
+
+    >>> from bkprof import LayerConfig
+    >>> config = LayerConfig(n_seq=1024, sparsity=0.5)
+    >>> config.d_model, config.kept, config.coarse_n     # default width; positions kept; N/f
+    (128, 512, 512)
+    >>> LayerConfig(sparsity=1.2)
+    Traceback (most recent call last):
+    ...
+    ValueError: sparsity must be in [0, 1), got 1.2
+    """
+
     d_model: int = 128
     n_seq: int = 256
     num_experts: int = 4
@@ -44,6 +56,17 @@ class LayerConfig:
 
     def as_dict(self) -> dict:
         return {k: (str(v) if isinstance(v, complex) else v) for k, v in asdict(self).items()}
+
+
+def config_header(config: LayerConfig, **run) -> dict:
+    """The config block of every report's JSON document: each LayerConfig field (z as text), then the
+    run's own settings (batch, backward, ...), so every report names its configuration the same way.
+
+    >>> from bkprof import LayerConfig, config_header
+    >>> config_header(LayerConfig(), batch=1)["n_seq"], config_header(LayerConfig(), batch=1)["batch"]
+    (256, 1)
+    """
+    return {**config.as_dict(), **run}
 
 
 def kept_positions(n: int, sparsity: float) -> int:

@@ -62,6 +62,12 @@ class Published:
     `scope_flops(published)`: the source's forward FLOPs over `scope` (the published accounting of
     the sparsity schedule); None where it has none.
     `claim`: the id of the variant's claim in `bkprof/flops/claims.json`, None if it has none.
+
+    >>> from bkprof import LayerConfig, published_accounting
+    >>> from bkprof.variants.registry import get
+    >>> sparse = get("sparse").published
+    >>> sparse.scope, sparse.reduction(published_accounting(LayerConfig()))
+    (('bk_core', 'importance_predictor', 'mask', 'interpolation'), 2.5)
     """
 
     covers: str
@@ -95,6 +101,25 @@ class VariantSpec:
     `bk_core_length(config)`: the sequence length the BK-Core runs at.
     `published`: what the source publishes for it, or None.
     `sparsity_mask`: its stats hold the importance "mask", so the sparsity losses and schedule apply.
+
+    A fifth variant, x + Linear(d, d)(x), in one spec (`registered` removes it again after the block):
+
+    >>> from torch import nn
+    >>> from bkprof import LayerConfig, VariantSpec, analytic_flops, build, registered
+    >>> from bkprof.flops.analytic import linear, pointwise
+    >>> class Residual(nn.Module):
+    ...     def __init__(self, config):
+    ...         super().__init__()
+    ...         self.proj = nn.Linear(config.d_model, config.d_model)
+    ...     def forward(self, x):
+    ...         return x + self.proj(x), {}
+    >>> def parts(config, batch, training, device):
+    ...     rows = batch * config.n_seq
+    ...     return {"projection": linear(rows, config.d_model, config.d_model), "residual": pointwise(rows * config.d_model)}
+    >>> spec = VariantSpec("residual", "x + Linear(d, d)(x)", Residual, parts, {"proj": "projection", "": "residual"})
+    >>> with registered(spec):
+    ...     analytic_flops("residual", LayerConfig(d_model=16, n_seq=32))   # 2·32·16·16 + 32·16 + 32·16
+    17408
     """
 
     name: str
@@ -112,7 +137,17 @@ _REGISTRY: dict[str, VariantSpec] = {}
 
 
 def register(spec: VariantSpec) -> VariantSpec:
-    """Add `spec`; ValueError when its name is taken or a submodule path already counts under another component."""
+    """Add `spec`; ValueError when its name is taken or a submodule path already counts under another
+    component. Every command reads the registry, so the variant is counted, profiled, swept and
+    gated from now on (`VariantSpec` has a whole example).
+
+    >>> from bkprof import VariantSpec, register, unregister
+    >>> import bkprof
+    >>> spec = register(VariantSpec("copy", "the dense layer once more", lambda c: None, lambda *a: {}, {}))
+    >>> "copy" in bkprof.VARIANTS
+    True
+    >>> unregister("copy")
+    """
     if spec.name in _REGISTRY:
         raise ValueError(f"variant {spec.name!r} is already registered")
     if not spec.name.isidentifier():
@@ -127,7 +162,14 @@ def register(spec: VariantSpec) -> VariantSpec:
 
 
 def unregister(name: str) -> None:
-    """Remove a variant registered with `register` (the built-in four stay)."""
+    """Remove a variant registered with `register` (the built-in four stay).
+
+    >>> from bkprof import unregister
+    >>> unregister("dense")
+    Traceback (most recent call last):
+    ...
+    ValueError: variant 'dense' is built in and cannot be removed
+    """
     found = get(name)
     if found.builtin:
         raise ValueError(f"variant {name!r} is built in and cannot be removed")
@@ -136,7 +178,15 @@ def unregister(name: str) -> None:
 
 @contextmanager
 def registered(spec: VariantSpec):
-    """`register(spec)` for the length of a `with` block, then `unregister` (tests, experiments)."""
+    """`register(spec)` for the length of a `with` block, then `unregister` (tests, experiments).
+
+    >>> from bkprof import VARIANTS, VariantSpec, registered
+    >>> with registered(VariantSpec("scratch", "", lambda c: None, lambda *a: {}, {})):
+    ...     "scratch" in VARIANTS
+    True
+    >>> "scratch" in VARIANTS
+    False
+    """
     register(spec)
     try:
         yield spec
@@ -187,7 +237,12 @@ def component_names() -> tuple[str, ...]:
 
 
 class _Names(Sequence):
-    """The registered variant names as a live, read-only sequence (`VARIANTS`)."""
+    """The registered variant names as a live, read-only sequence (`VARIANTS`).
+
+    >>> from bkprof import VARIANTS
+    >>> list(VARIANTS)
+    ['dense', 'sparse', 'multiscale', 'combined']
+    """
 
     def __getitem__(self, index):
         return names()[index]

@@ -1,0 +1,66 @@
+"""The public API: every name in `bkprof.__all__` resolves, has a docstring with an example that runs,
+`import bkprof` stays light, and no library module loads the command line."""
+
+from __future__ import annotations
+
+import doctest
+import inspect
+import pkgutil
+import subprocess
+import sys
+
+import pytest
+
+import bkprof
+
+PUBLIC = [name for name in bkprof.__all__ if name != "__version__"]
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_public_name_has_a_runnable_example(name):
+    obj = getattr(bkprof, name)
+    target = type(obj) if not (inspect.isclass(obj) or callable(obj)) else obj  # VARIANTS: its class's docstring
+    tests = [t for t in doctest.DocTestFinder(recurse=False).find(target, name) if t.examples]
+    assert tests, f"bkprof.{name} has no example in its docstring"
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for test in tests:
+        runner.run(test)
+    assert runner.failures == 0, f"bkprof.{name}: {runner.failures} example(s) failed (see the output above)"
+
+
+def test_signatures_are_real():
+    """No public function hides its parameters behind *args/**kwargs."""
+    for name in PUBLIC:
+        obj = getattr(bkprof, name)
+        if inspect.isfunction(obj):
+            kinds = {p.kind for p in inspect.signature(obj).parameters.values()}
+            assert inspect.Parameter.VAR_POSITIONAL not in kinds, name
+    assert "variants" in inspect.signature(bkprof.flops_report).parameters
+
+
+def test_package_docstring_example_runs():
+    assert doctest.testmod(bkprof).failed == 0
+
+
+def _run(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_import_bkprof_is_light():
+    code = ("import sys, bkprof; bkprof.LayerConfig; bkprof.VARIANTS; "
+            "print(sorted(m for m in ('torch', 'pandas', 'fvcore', 'bkprof.cli') if m in sys.modules))")
+    assert _run(code) == "[]"
+
+
+def test_no_library_module_imports_the_command_line():
+    """Import every module of bkprof except bkprof.cli (torch and all): bkprof.cli must not be loaded."""
+    import bkprof as package
+
+    names = [m.name for m in pkgutil.walk_packages(package.__path__, "bkprof.")
+             if not (m.name == "bkprof.cli" or m.name.startswith("bkprof.cli.") or m.name == "bkprof.__main__")]
+    assert "bkprof.sweep.job" in names and "bkprof.flops.report" in names  # the walk found the library
+    code = ("import importlib, sys\n"
+            f"for name in {names!r}:\n"
+            "    importlib.import_module(name)\n"
+            "print([m for m in sys.modules if m == 'bkprof.cli' or m.startswith('bkprof.cli.')])")
+    assert _run(code) == "[]"
