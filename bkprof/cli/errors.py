@@ -49,9 +49,10 @@ class OneLineErrors(_FlagsWithoutType, typer.core.TyperGroup):
             _say(str(error))
             sys.exit(BAD_INPUT)
         except OSError as error:
-            # a report path that cannot be written (no such folder, no permission, a full disk)
+            # a path the system refused (output paths are checked before the work, input files as they
+            # are parsed): the path and the system's reason, without guessing whether it was read or written
             where = f"{error.filename}: " if error.filename else ""
-            _say(f"cannot write {where}{error.strerror or error}")
+            _say(f"{where}{error.strerror or error}")
             sys.exit(BAD_INPUT)
         except typer.Abort:
             _say("aborted")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from bkprof.cli import app
-from bkprof.cli.errors import Command
+from bkprof.cli.errors import BadInput, Command
 from bkprof.cli.options import FormatOpt, LayerOptions, Output, Variants, checked_backend, flag, variant_names, \
     with_layer_options
 
@@ -31,11 +31,12 @@ def flops(
         emit(Report(payload={"conventions": table.frame.to_dict("records")}, tables=[table], results=table),
              format, output)
         return
-    config = layer.config()
-    batch = layer.batch
-    checked_backend(config.backend, "cpu")  # FLOPs are counted on the CPU
-    from bkprof.flops.report import flops_report
-    from bkprof.flops.tables import flops_tables
+    from bkprof.flops.report import FlopsSettings
 
-    doc = flops_report(config, variant_names(variant), batch=batch, backward=backward)
-    emit(flops_tables(doc, breakdown), format, output)
+    config = layer.config()
+    try:
+        settings = FlopsSettings(tuple(variant_names(variant)), layer.batch, backward, breakdown)
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+    checked_backend(config.backend, "cpu")  # FLOPs are counted on the CPU
+    emit(settings.report(config), format, output)

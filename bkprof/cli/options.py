@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+from pathlib import Path
 from contextlib import contextmanager
 from typing import Annotated, Any, Callable, Optional, Sequence
 
@@ -112,6 +113,21 @@ def checked_file(ctx: typer.Context, param: typer.CallbackParam, value):
 
         check_output(value, param.opts[0])
     return value
+
+
+def _not_a_folder(verb: str):
+    def check(ctx: typer.Context, param: typer.CallbackParam, value):
+        if value is not None and Path(value).is_dir():
+            raise BadInput(f"{verb}{param.opts[0]} {value}: is a folder, not a file")
+        return value
+
+    return check
+
+
+# A file the command reads (or, for checked_file_path, reads or writes): a folder given there is a one-line
+# error while the options are parsed; a missing file is the library's to name, with what it was for.
+checked_input = _not_a_folder("cannot read ")
+checked_file_path = _not_a_folder("")
 
 
 def checked_folder(*suffixes: str):

@@ -53,31 +53,22 @@ def schedule(
     format: FormatOpt = "table",
     output: Output = None,
 ) -> None:
-    from bkprof.training.report import schedule_report
+    from bkprof.training.report import ScheduleSettings
 
-    applies = registry.schedule_names()
-    variants = variant_names(variant, default=applies)
-    if set(variants) - set(applies):
-        raise BadInput(f"--variant: the sparsity schedule applies to {' and '.join(applies)}, got {', '.join(variants)}")
-    batch = layer.batch
-    positive("--steps", steps)
-    every = positive("--every", every) if every is not None else max(1, steps // 10)
-    non_negative("--runs", runs)
-    positive("--stages", stages)
     non_negative("--warmup", warmup)
-    layer.config(sparsity=initial_sparsity)  # every target between the two ends is then valid too
-    config = layer.config(sparsity=final_sparsity)
+    positive("--stages", stages)
     try:
+        settings = ScheduleSettings(tuple(variant_names(variant, default=registry.schedule_names())), steps, every,
+                                    layer.batch, tuple(dict.fromkeys(loss or ())) or _loss_kinds(), delta, runs,
+                                    str(checked_device(device)))
         from bkprof.training import AdaptiveSparsityScheduler
 
         scheduler = AdaptiveSparsityScheduler(initial_sparsity, final_sparsity, initial_weight, final_weight,
                                               warmup, shape, stages=stages)
     except ValueError as error:
         raise BadInput(str(error)) from None
-    device = str(checked_device(device))
-    kinds = list(dict.fromkeys(loss)) if loss else list(_loss_kinds())
-    report = schedule_report(scheduler, steps, variants, config, batch=batch, every=every, kinds=kinds,
-                             delta=delta, runs=runs, device=device)
+    layer.config(sparsity=initial_sparsity)  # every target between the two ends is then valid too
+    config = layer.config(sparsity=final_sparsity)
     from bkprof.report import emit
 
-    emit(report, format, output)
+    emit(settings.report(scheduler, config), format, output)

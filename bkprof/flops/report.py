@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -11,10 +12,34 @@ from bkprof.flops.claims import claim_variants, evaluate_claims
 from bkprof.flops.counter import count_flops
 from bkprof.flops.fvcore_count import fvcore_count
 from bkprof.flops.published import published_accounting
-from bkprof.variants import VARIANTS, LayerConfig, build
+from bkprof.variants import VARIANTS, LayerConfig, build, registry
 from bkprof.variants.config import config_header
 
 SEED = 0
+
+
+@dataclass(frozen=True)
+class FlopsSettings:
+    """What `bkprof flops` counts at a config: which variants (None: every registered one), sequences
+    per batch, forward + backward or forward only, and whether the per-component table is shown."""
+
+    variants: tuple[str, ...] | None = None
+    batch: int = 1
+    backward: bool = False
+    breakdown: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
+            raise ValueError(f"--batch must be a positive integer, got {self.batch!r}")
+        for name in self.variants or ():
+            registry.get(name)  # ValueError naming the registered variants
+
+    def report(self, config: LayerConfig):
+        """The `bkprof flops` Report at `config`: its document and tables."""
+        from bkprof.flops.tables import flops_tables
+
+        doc = flops_report(config, self.variants, batch=self.batch, backward=self.backward)
+        return flops_tables(doc, self.breakdown)
 
 
 def conventions_note(batch: int, backward: bool) -> dict:

@@ -2,13 +2,56 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from bkprof.report import Report, Table
+from bkprof.training.losses import DEFAULT_DELTA, LOSS_KINDS
 from bkprof.training.overhead import loss_overhead
 from bkprof.training.projection import ACCOUNTINGS, project_schedule
 from bkprof.training.schedule import AdaptiveSparsityScheduler
+from bkprof.variants import registry
 from bkprof.variants.config import LayerConfig, config_header
 
 PUBLISHED_OVERHEAD = 0.01  # "Total overhead: <1% of forward pass time"
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """What `bkprof schedule` projects and times besides the scheduler itself: the variants (those with
+    an importance mask), training steps, a table row every `every` steps (None: steps/10), sequences per
+    batch, the sparsity losses timed with the Huber `delta`, timed runs (0: no timing) and the device."""
+
+    variants: tuple[str, ...]
+    steps: int = 2000
+    every: int | None = None
+    batch: int = 8
+    kinds: tuple[str, ...] = LOSS_KINDS
+    delta: float = DEFAULT_DELTA
+    runs: int = 30
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        applies = registry.schedule_names()
+        if not self.variants or set(self.variants) - set(applies):
+            raise ValueError(f"--variant: the sparsity schedule applies to {' and '.join(applies)}, "
+                             f"got {', '.join(self.variants) or 'none'}")
+        for option, value in (("--steps", self.steps), ("--every", self.every), ("--batch", self.batch)):
+            if value is not None and (isinstance(value, bool) or value < 1):
+                raise ValueError(f"{option} must be a positive integer, got {value}")
+        if isinstance(self.runs, bool) or self.runs < 0:
+            raise ValueError(f"--runs must be a non-negative integer, got {self.runs}")
+        for kind in self.kinds:
+            if kind not in LOSS_KINDS:
+                raise ValueError(f"--loss {kind!r}: must be one of {', '.join(LOSS_KINDS)}")
+
+    @property
+    def row_every(self) -> int:
+        return self.every if self.every is not None else max(1, self.steps // 10)
+
+    def report(self, scheduler: AdaptiveSparsityScheduler, config: LayerConfig) -> Report:
+        return schedule_report(scheduler, self.steps, list(self.variants), config, batch=self.batch,
+                               every=self.row_every, kinds=list(self.kinds), delta=self.delta, runs=self.runs,
+                               device=self.device)
 
 
 def schedule_report(scheduler: AdaptiveSparsityScheduler, steps: int, variants: list[str], config: LayerConfig, *,

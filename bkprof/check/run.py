@@ -1,0 +1,80 @@
+"""`bkprof check` as one call: its settings, and the verdict from the thresholds, documents and baseline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bkprof.check.errors import ThresholdError
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """Where the thresholds, the baseline and a profile report come from, and what to do besides checking.
+
+    `thresholds`: a TOML file (None: the nearest pyproject.toml); `baseline`: the baseline document
+    (None: the thresholds' `baseline` key); `profile`: a `bkprof profile --format json` report, or
+    `run_profile` to measure one now on a CUDA device; `update_baseline`: rewrite the baseline with
+    the current documents first; `history`: a JSON Lines file this run's metrics are appended to.
+    """
+
+    thresholds: Path | None = None
+    baseline: Path | None = None
+    profile: Path | None = None
+    run_profile: bool = False
+    update_baseline: bool = False
+    history: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.profile is not None and self.run_profile:
+            raise ThresholdError("give --profile PATH or --run-profile, not both")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcomes, and where the thresholds, the baseline and the profile came from (for the report)."""
+
+    outcomes: list
+    origin: str
+    baseline: Path | None
+    profile: str | None
+
+    def report(self):
+        from bkprof.check.report import check_report
+
+        return check_report(self.outcomes, self.origin, self.baseline, self.profile)
+
+
+def run_check(settings: CheckSettings) -> Verdict:
+    """Every threshold against the current documents (and the baseline); ThresholdError for a bad configuration.
+
+    With `update_baseline`, the baseline is rewritten only once every metric path resolved, so a bad
+    entry leaves the old baseline alone.
+    """
+    from bkprof.check.compare import compare
+    from bkprof.check.config import find_thresholds, load_thresholds
+    from bkprof.check.documents import current_documents, load_baseline, profiled_now, write_baseline
+    from bkprof.report.io import check_output
+
+    thresholds = load_thresholds(settings.thresholds or find_thresholds())
+    baseline = settings.baseline or thresholds.baseline
+    if settings.update_baseline:
+        if baseline is None:
+            raise ThresholdError(f"--update-baseline needs a baseline path: set baseline = \"PATH\" in "
+                                 f"{thresholds.origin} or pass --baseline")
+        check_output(baseline, "--baseline" if settings.baseline is not None else "baseline")
+    profile = settings.profile
+    documents = current_documents(thresholds.flops, profile)
+    measured = profiled_now(thresholds.flops) if settings.run_profile else None
+    if measured is not None:
+        documents["profile"] = measured
+        profile = "measured now (--run-profile)"
+    reference = documents if settings.update_baseline else load_baseline(thresholds, documents, baseline)
+    outcomes = compare(thresholds.entries, documents, reference)
+    if settings.update_baseline:
+        write_baseline(baseline, documents)
+    if settings.history is not None:
+        from bkprof.check.history import append_history, history_record
+
+        append_history(settings.history, history_record(outcomes, documents))
+    return Verdict(outcomes, thresholds.origin, baseline, str(profile) if profile else None)
