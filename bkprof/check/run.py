@@ -72,7 +72,10 @@ def run_check(settings: CheckSettings) -> Verdict:
     reference = documents if settings.update_baseline else load_baseline(thresholds, documents, baseline)
     outcomes = compare(thresholds.entries, documents, reference)
     if settings.update_baseline:
-        write_baseline(baseline, documents)
+        try:
+            write_baseline(baseline, documents)
+        except OSError as error:  # after the path was checked: a full disk, say
+            raise ThresholdError(f"cannot write the baseline {baseline}: {error.strerror or error}") from None
     if settings.history is not None:
         from bkprof.check.history import append_history, history_record
 

@@ -9,8 +9,8 @@ import typer
 
 from bkprof.cli import app
 from bkprof.cli.errors import BadInput, Command
-from bkprof.cli.options import (FormatOpt, Output, checked_file, checked_file_path, checked_input, flag,
-                                output_folder_option, text_option)
+from bkprof.cli.options import (FormatOpt, Output, checked_file, checked_file_path, checked_input, emit_report, flag,
+                                output_folder_option, text_option, writing)
 
 ThresholdsOpt = Annotated[Optional[Path], text_option(
     "--thresholds", "TOML file of thresholds (default: the tool.bkprof.thresholds table of the nearest pyproject.toml).",
@@ -52,7 +52,7 @@ def check(
     """Fail the build when a FLOPs or profile number crosses its threshold or drifts from the baseline."""
     from bkprof.check import ThresholdError, failures, junit_xml
     from bkprof.check.run import CheckSettings, run_check
-    from bkprof.report import emit, write_atomic
+    from bkprof.report import write_atomic
 
     if trend and (history is None or plot is None):
         raise BadInput("--trend needs --history FILE (the runs) and --plot FOLDER (where the plots go)")
@@ -63,8 +63,9 @@ def check(
     if trend:
         _plot_trends(history, trend, plot)
     if junit is not None:
-        write_atomic(junit, junit_xml(verdict.outcomes))
-    emit(verdict.report(), format, output)
+        with writing(junit, "--junit"):
+            write_atomic(junit, junit_xml(verdict.outcomes))
+    emit_report(verdict.report(), format, output)
     if failures(verdict.outcomes):
         raise typer.Exit(1)
 

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from bkprof.cli import app
 from bkprof.cli.errors import BadInput, Command
-from bkprof.cli.options import FormatOpt, LayerOptions, Output, Variants, checked_backend, flag, variant_names, \
-    with_layer_options
+from bkprof.cli.options import (FormatOpt, LayerOptions, Output, Variants, checked_backend, emit_report, flag,
+                                variant_names, with_layer_options)
 
 
 @app.command(cls=Command)
@@ -22,13 +22,13 @@ def flops(
     output: Output = None,
 ) -> None:
     """FLOPs of each variant: published formulas, analytic count, op counter, fvcore, and the claims."""
-    from bkprof.report import Report, emit
+    from bkprof.report import Report
 
     if conventions:
         from bkprof.flops.tables import conventions_table
 
         table = conventions_table()
-        emit(Report(payload={"conventions": table.frame.to_dict("records")}, tables=[table], results=table),
+        emit_report(Report(payload={"conventions": table.frame.to_dict("records")}, tables=[table], results=table),
              format, output)
         return
     from bkprof.flops.report import FlopsSettings
@@ -39,4 +39,4 @@ def flops(
     except ValueError as error:
         raise BadInput(str(error)) from None
     checked_backend(config.backend, "cpu")  # FLOPs are counted on the CPU
-    emit(settings.report(config), format, output)
+    emit_report(settings.report(config), format, output)

@@ -241,6 +241,26 @@ def with_layer_options(*, batch: int, exclude: Sequence[str] = ()):
     return wrap
 
 
+# ---- writing --------------------------------------------------------------------------------------
+
+@contextmanager
+def writing(path, option: str):
+    """A write that fails (a full disk, say) after the path was checked is one line naming the path."""
+    try:
+        yield
+    except OSError as error:
+        where = f"{option} {path}" if path is not None else "the standard output"
+        raise BadInput(f"cannot write {where}: {error.strerror or error}") from None
+
+
+def emit_report(report, fmt: str, output: str | None) -> None:
+    """Print `report` in `fmt`, or write it whole to `output` (bkprof.report.emit)."""
+    from bkprof.report import emit
+
+    with writing(output, "--output"):
+        emit(report, fmt, output)
+
+
 # ---- checks the commands share ------------------------------------------------------------------
 
 def checked_backend(name: str, device) -> str:

@@ -10,9 +10,9 @@ import typer
 from bkprof.cli import app
 from bkprof.cli.errors import BadInput, Command
 from bkprof.cli.options import (FormatOpt, LayerOptions, Output, Variants, checked_backend, checked_device,
-                                choice_option, device_option, flag, integer_option, non_negative, number_option,
-                                positive, output_folder_option, profile_modes, progress_bar, variant_names,
-                                with_layer_options)
+                                choice_option, device_option, emit_report, flag, integer_option, non_negative,
+                                number_option, output_folder_option, positive, profile_modes, progress_bar,
+                                variant_names, with_layer_options)
 
 
 TRACE_SUFFIXES = (".json",)
@@ -47,12 +47,10 @@ def profile(
     output: Output = None,
 ) -> None:
     """Time and memory of each variant: median/p10/p90 step time, tokens/s, achieved FLOP/s, BK-Core share, peak MiB."""
-    from bkprof.report import emit
-
     if peaks:
         from bkprof.profile.peaks import peaks_report
 
-        emit(peaks_report(), format, output)
+        emit_report(peaks_report(), format, output)
         return
     for option, value in (("--peak-tflops", peak_tflops), ("--peak-gbps", peak_gbps)):
         if value is not None and value <= 0:
@@ -83,7 +81,7 @@ def profile(
             from bkprof.profile.plots import write_rooflines
 
             write_rooflines(report.payload, plot_folder)
-    emit(report, format, output)
+    emit_report(report, format, output)
     if result.failed:
         raise typer.Exit(1)
 

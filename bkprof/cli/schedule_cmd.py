@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 from bkprof.cli import app
 from bkprof.cli.errors import BadInput, Command
 from bkprof.cli.options import (FormatOpt, LayerOptions, Output, Variants, checked_device, choice_option,
-                                device_option, integer_option, non_negative, number_option, positive, variant_names,
-                                with_layer_options)
+                                device_option, emit_report, integer_option, non_negative, number_option, positive,
+                                variant_names, with_layer_options)
 from bkprof.variants import registry
 
 
@@ -69,6 +69,5 @@ def schedule(
         raise BadInput(str(error)) from None
     layer.config(sparsity=initial_sparsity)  # every target between the two ends is then valid too
     config = layer.config(sparsity=final_sparsity)
-    from bkprof.report import emit
 
-    emit(settings.report(scheduler, config), format, output)
+    emit_report(settings.report(scheduler, config), format, output)

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 from bkprof.cli import app
 from bkprof.cli.errors import BadInput, Command
 from bkprof.cli.options import (FormatOpt, Output, Variants, checked_backend, checked_device, choice_option,
-                                device_option, flag, integer_option, output_folder_option, profile_modes, progress_bar, text_option, variant_names)
+                                device_option, emit_report, flag, integer_option, output_folder_option, profile_modes,
+                                progress_bar, text_option, variant_names)
 from bkprof.sweep.axes import AXES
 from bkprof.sweep.job import DATA_SUFFIXES, PLOT_SUFFIXES, PRESETS
 from bkprof.variants.fields import FIELDS
@@ -78,6 +79,5 @@ def sweep(
 
             report = run_plan(plan, settings, on_row=advance)
         save_outputs(report, plan, data_folder, plot_folder)
-    from bkprof.report import emit
 
-    emit(report, format, output)
+    emit_report(report, format, output)
