@@ -59,9 +59,10 @@ def test_toy_variant_in_flops(toy):
     assert counted["components"] == counted["counted_components"] == TOY_FLOPS
     assert counted["analytic_flops"] == counted["counted_flops"] == sum(TOY_FLOPS.values())
     assert counted["fvcore_macs"] == 32 * 16 * 16  # fvcore: MACs of the Linear only
-    # by default every registered variant is counted, the toy among them
-    table = runner.invoke(app, ["flops", *TOY_ARGS, "--format", "csv"])
-    assert table.exit_code == 0 and "toy,(total),17408,17408" in table.stdout
+    # by default every command takes every registered variant, the toy among them
+    from bkprof.cli.options import variant_names
+
+    assert variant_names(None) == ["dense", "sparse", "multiscale", "combined", "toy"]
 
 
 def test_toy_variant_in_profile(toy):
@@ -125,3 +126,14 @@ def test_builtin_lazy_references_resolve():
         for function in (spec.build, spec.analytic):
             module, _, name = function.__name__.partition(":")
             assert callable(getattr(importlib.import_module(module), name)), function.__name__
+
+
+def test_the_claims_print_the_figures_the_source_printed():
+    """The claims' figures are the source's formulas at its configuration; these are the figures as it
+    printed them ('Reduction factor: 2.50×', 'Reduction: 45.4%', 'Combined: 4.57× reduction')."""
+    from bkprof.flops.claims import published_claims
+    from bkprof.flops.published import SOURCE_POINT
+    from bkprof.sweep.published import source_figures_at
+
+    assert [c["published"] for c in published_claims()] == ["2.50×", "45.4 %", "4.57×"]
+    assert source_figures_at(SOURCE_POINT) == {"dense": (256, 4_199_424), "multiscale": (256, 2_294_784)}

@@ -29,7 +29,18 @@ REASON_MIN_SHARE = 0.01
 
 
 def published_claims() -> list[dict]:
-    return json.loads((Path(__file__).with_name("claims.json")).read_text(encoding="utf-8"))
+    """The source's claims, each with `published`: the figure as the source printed it, which is its own
+    formula at the configuration it printed it for (SOURCE_POINT), in the source's format."""
+    from bkprof.flops.published import published_accounting, source_config
+
+    at_source = published_accounting(source_config())
+    claims = json.loads((Path(__file__).with_name("claims.json")).read_text(encoding="utf-8"))
+    return [{**claim, "published": printed(at_source[claim["id"]]["reduction"], claim["metric"])} for claim in claims]
+
+
+def printed(value: float, metric: str) -> str:
+    """A reduction as the source prints it: a fraction saved as "x.x %", a factor as "x.xx×"."""
+    return f"{value * 100:.1f} %" if metric == "fraction" else f"{value:.2f}×"
 
 
 def _reasons(components: dict[str, int]) -> list[dict]:

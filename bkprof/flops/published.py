@@ -12,6 +12,13 @@ from bkprof.variants.config import LayerConfig
 
 # BK-Core cost per position and sweep in the published formulas
 BK_FLOPS_PER_POSITION = 10
+# The configuration the source printed its figures at (per sequence): d=128, E=4, s=0.6, f=2, N=256.
+SOURCE_POINT = {"n_seq": 256, "d_model": 128, "num_experts": 4, "sparsity": 0.6, "downsample": 2, "batch": 1}
+
+
+def source_config() -> LayerConfig:
+    """The LayerConfig of SOURCE_POINT: the source's formulas there give the figures it printed."""
+    return LayerConfig(**{k: v for k, v in SOURCE_POINT.items() if k != "batch"})
 
 
 def sparse_g_ii(c: LayerConfig) -> dict:
@@ -47,11 +54,11 @@ def published_accounting(c: LayerConfig) -> dict:
     "combined": {"reduction": ...}}.
 
     >>> from bkprof import LayerConfig, published_accounting
-    >>> published = published_accounting(LayerConfig())
-    >>> published["sparse_g_ii"]["standard"], published["multi_scale"]["multi_scale"]
-    (5120, 2294784.0)
-    >>> round(published["combined"]["reduction"], 2)
-    4.57
+    >>> published = published_accounting(LayerConfig(n_seq=512, sparsity=0.5))
+    >>> published["sparse_g_ii"]["standard"]        # 2·N·10: both sweeps, 10 FLOPs per position
+    10240
+    >>> published["sparse_g_ii"]["reduction"]       # standard / ((1 − s)·standard)
+    2.0
     """
     sparse, multi = sparse_g_ii(c), multi_scale(c)
     return {

@@ -9,16 +9,14 @@ published layer figure, and bkprof does not invent one.
 
 from __future__ import annotations
 
-from bkprof.flops.published import full_reduction, published_layer_flops, published_reduction
+from bkprof.flops.published import (SOURCE_POINT, full_reduction, published_layer_flops, published_reduction,
+                                    source_config)
 from bkprof.variants import registry
 from bkprof.variants.config import LayerConfig
 
 __all__ = ["SOURCE_POINT", "full_reduction", "published_layer_flops", "published_reduction", "reduction_rows",
            "reduced_variants", "source_figures_at"]
 
-# The configuration of the source's printed layer totals ("Multi-Scale Processing (N=256, d=128)"):
-# per sequence, at d=128, E=4, s=0.6, f=2.
-SOURCE_POINT = {"n_seq": 256, "d_model": 128, "num_experts": 4, "sparsity": 0.6, "downsample": 2, "batch": 1}
 
 
 def source_figures_at(reference: dict) -> dict[str, tuple[int, float]]:
@@ -28,8 +26,7 @@ def source_figures_at(reference: dict) -> dict[str, tuple[int, float]]:
 
     if any(reference[k] != v for k, v in SOURCE_POINT.items() if k != "n_seq"):
         return {}
-    point = {k: v for k, v in SOURCE_POINT.items() if k != "batch"}
-    published = published_accounting(LayerConfig(**point))
+    published = published_accounting(source_config())
     figures = {name: published_layer_flops(name, published) for name in registry.names()}
     return {name: (SOURCE_POINT["n_seq"], value) for name, value in figures.items() if value is not None}
 
