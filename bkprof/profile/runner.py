@@ -14,7 +14,7 @@ from bkprof.profile.memory import MIB, PeakMemory, is_out_of_memory, release
 from bkprof.profile.ops import PROFILED_RUNS, profile_ops
 from bkprof.profile.steps import MODES, bk_core_inputs, bk_core_step, input_pool, layer_step
 from bkprof.profile.timing import Measurement, NotCapturable, Timer, first_line
-from bkprof.variants import LayerConfig, build
+from bkprof.variants import REFERENCE, LayerConfig, build
 
 # The fixed schema of the results, one row per (variant, mode), and what each column means.
 COLUMNS = {
@@ -225,8 +225,8 @@ def analytic_gflop(name: str, config: LayerConfig, batch: int, mode: str, device
 def _add_ratios_vs_dense(frame, config: LayerConfig, settings: ProfileSettings) -> None:
     for mode in frame["mode"].unique():
         rows = frame["mode"] == mode
-        dense_gflop = analytic_gflop("dense", config, settings.batch, mode, settings.device)
+        dense_gflop = analytic_gflop(REFERENCE, config, settings.batch, mode, settings.device)
         frame.loc[rows, "flops_vs_dense"] = frame.loc[rows, "gflop"] / dense_gflop
-        dense = frame[rows & (frame["variant"] == "dense") & (frame["status"] == "ok")]
+        dense = frame[rows & (frame["variant"] == REFERENCE) & (frame["status"] == "ok")]
         if len(dense) and dense["median_ms"].notna().all():
             frame.loc[rows, "time_vs_dense"] = frame.loc[rows, "median_ms"] / dense["median_ms"].iloc[0]
