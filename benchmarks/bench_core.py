@@ -1,18 +1,23 @@
-"""Time the BK-Core backends on a CUDA GPU: reference, vectorized and triton.
+"""Time the BK-Core on a CUDA GPU: forward, backward and forward + backward, with bkprof's own Timer.
 
-    python benchmarks/bench_core.py --out DIR [--name bench-core-H100]
+    python benchmarks/bench_core.py --out DIR [--name bench-core] [--sizes 8x256,...] [--backends triton,vectorized]
 
-Writes DIR/NAME.json and DIR/NAME.md. Every number is float32, forward only, for the whole batch,
-timed on the backend's own entry (`Backend.run(diag, k, z)`, k = upper * lower precomputed):
+Writes DIR/NAME.json and DIR/NAME.md. Every number is float32 and for the whole batch, on the backend's
+own entry (`Backend.run(diag, k, z)`, k = upper * lower precomputed, z = i). The gradient is that of
+loss = sum(Re G) + sum(Im G) with respect to diag, fed as grad_outputs = 1 + i to `torch.autograd.grad`
+(one fill kernel inside the timed call instead of the loss's kernels):
 
-* median / p10 / p90 µs per call from CUDA events around each call, after warm-up, with the L2
-  cache flushed (a 256 MiB write) before every call and the inputs rotated among several sets;
-* "back-to-back" µs per call: many calls queued with no flush, divided by the count, so host
-  launch overhead shows where it is the bound;
-* GB/s at 12 bytes per position (4 read for v, 8 written for complex64 G: the floor convention)
-  against the device-to-device copy bandwidth measured in the same run (bytes read + written);
-* the triton backend's FLOPs from `kernel_flops` and its error against the vectorized backend in
-  float64.
+* forward: `run` with no gradient needed (the inference path);
+* backward: `torch.autograd.grad` over a forward recorded once (retain_graph), the backward alone;
+* forward + backward: the forward that records the graph (for triton: the kernel that also saves the
+  ratios d and e) and its backward.
+
+Timing is `bkprof.profile.timing.Timer`: median, p10 and p90 of CUDA events per call after warm-up,
+the L2 cache flushed before every call, inputs rotated among several sets; for rows of at most
+GRAPH_POSITIONS positions also replays of the call captured as a CUDA graph, so host launch time
+does not hide the kernels. "× floor" is the median over the time of 12 bytes per position (4 read
+for diag, 8 written for complex64 G) at the device-to-device copy bandwidth measured in the same run;
+"B/pos" is the bytes each call reads and writes once (unique tensors, not cache traffic).
 """
 
 from __future__ import annotations
@@ -20,9 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -30,46 +33,36 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bkprof.core import BACKENDS, triton_backend  # noqa: E402
+from bkprof.profile.timing import Timer  # noqa: E402
 from bkprof.report import Report, Table, render, write_atomic  # noqa: E402
 
 SIZES = [(8, 256), (8, 1024), (64, 4096), (256, 16384), (1024, 16384)]
-BACKEND_NAMES = ["reference", "vectorized", "triton"]
+BACKEND_NAMES = ["triton", "vectorized"]
+MODES = ["forward", "backward", "forward+backward"]
 FLOOR_BYTES_PER_POSITION = 12
-FLUSH_BYTES = 256 << 20
 ROTATE_BYTES = 512 << 20   # rotate input sets until they cover this much (at most MAX_SETS)
-MAX_SETS = 16
-# seconds of timed calls per (backend, size); the reference gets at least MIN_RUNS however slow
-BUDGET_S = {"reference": 6.0, "vectorized": 2.0, "triton": 1.0}
-MIN_RUNS, MAX_RUNS = 3, 300
+MAX_SETS = 8
+GRAPH_POSITIONS = 1 << 18  # rows up to 64 x 4096 are also timed as CUDA-graph replays
+SLOW_POSITIONS = 1 << 18   # backends made of aten ops are timed only up to this many positions
+WARMUP, RUNS = 5, 50
 Z = 1j
+# bytes per position that each call reads and writes once, float32 (k counted per position: N - 1 ~ N)
+TRITON_BYTES = {"forward": 4 + 4 + 8,                          # diag, k in; G out
+                "backward": 8 + 16 + 4 + 4 + 4,                # grad of G, d and e, k in; grads of diag, k out
+                "forward+backward": (4 + 4 + 8 + 16) + (8 + 16 + 4 + 4 + 4)}
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-def copy_bandwidth() -> dict:
+def copy_bandwidth(timer: Timer) -> dict:
     """Device-to-device copy of a 1 GiB float32 tensor: bytes read + written per second."""
     src = torch.rand(1 << 28, device="cuda")
     dst = torch.empty_like(src)
-    for _ in range(3):
-        dst.copy_(src)
-    times = []
-    for _ in range(20):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        dst.copy_(src)
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
+    m = timer.measure(lambda x: dst.copy_(x), [src])
     moved = 2 * src.numel() * src.element_size()
-    return {"bytes_moved": moved, "median_s": statistics.median(times), "runs": len(times),
-            "bytes_per_s": moved / statistics.median(times)}
+    return {"bytes_moved": moved, "median_s": m.median, "runs": m.runs, "bytes_per_s": moved / m.median}
 
 
 def input_sets(batch: int, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Random chains like the layer's (|v| <= 3 around -2, positive couplings), several copies."""
+    """Random chains like the layer's (diag in [-5, 1], positive couplings), several copies."""
     per_set = 4 * batch * (2 * n - 1)
     count = max(1, min(MAX_SETS, math.ceil(ROTATE_BYTES / per_set)))
     gen = torch.Generator("cuda").manual_seed(batch * 100_003 + n)
@@ -82,89 +75,112 @@ def input_sets(batch: int, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return sets
 
 
-def time_backend(run, sets, budget_s: float) -> dict:
-    flush = torch.empty(FLUSH_BYTES // 4, device="cuda")
-    run(*sets[0], Z)  # compilation, allocator, caches
-    torch.cuda.synchronize()
-    started = time.perf_counter()
-    run(*sets[1 % len(sets)], Z)
-    torch.cuda.synchronize()
-    first_s = time.perf_counter() - started
-    warmup = 2 if first_s > 0.05 else 10
-    for i in range(warmup - 2):
-        run(*sets[i % len(sets)], Z)
-    runs = int(min(MAX_RUNS, max(MIN_RUNS, budget_s / max(first_s, 1e-6))))
-    events = []
-    for i in range(runs):
-        flush.zero_()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        run(*sets[i % len(sets)], Z)
-        end.record()
-        events.append((start, end))
-    torch.cuda.synchronize()
-    times_us = [s.elapsed_time(e) * 1e3 for s, e in events]
-    queued = min(runs, 50)
-    torch.cuda.synchronize()
-    began = time.perf_counter()
-    for i in range(queued):
-        run(*sets[i % len(sets)], Z)
-    torch.cuda.synchronize()
-    return {"median_us": statistics.median(times_us), "p10_us": percentile(times_us, 0.1),
-            "p90_us": percentile(times_us, 0.9), "runs": runs, "warmup_runs": warmup, "input_sets": len(sets),
-            "back_to_back_us": (time.perf_counter() - began) / queued * 1e6, "back_to_back_runs": queued}
+def steps(run) -> dict:
+    """The three timed calls of a backend's `run`, each taking one input set (diag, k)."""
+    def forward(x):
+        return run(x[0], x[1], Z)
+
+    def forward_backward(x):
+        leaf = x[0].detach().requires_grad_()
+        g = run(leaf, x[1], Z)
+        return torch.autograd.grad(g, leaf, torch.full_like(g, 1 + 1j))[0]
+
+    return {"forward": forward, "forward+backward": forward_backward}
 
 
-def triton_error(diag: torch.Tensor, k: torch.Tensor) -> float:
-    """max |G_triton - G| / max |G| with G from the vectorized backend in float64."""
-    ours = BACKENDS["triton"].run(diag, k, Z).to(torch.complex128)
-    truth = BACKENDS["vectorized"].run(diag.double(), k.double(), Z)
-    return ((ours - truth).abs().max() / truth.abs().max()).item()
+def recorded(run, sets) -> list[tuple]:
+    """One recorded forward per input set, for timing the backward alone."""
+    out = []
+    for diag, k in sets:
+        leaf = diag.detach().requires_grad_()
+        g = run(leaf, k, Z)
+        out.append((g, leaf, torch.full_like(g, 1 + 1j)))
+    return out
 
 
-def kernel_breakdown(diag: torch.Tensor, k: torch.Tensor, calls: int = 20) -> dict[str, float]:
-    """Mean device µs per call of each Triton kernel, from the profiler."""
+def backward_only(x):
+    g, leaf, grad = x
+    return torch.autograd.grad(g, leaf, grad, retain_graph=True)[0]
+
+
+def measure_size(name: str, batch: int, n: int, timer: Timer, floor_us: float) -> list[dict]:
+    run = BACKENDS[name].run
+    sets = input_sets(batch, n)
+    calls = steps(run)
+    rows = []
+    for mode in MODES:
+        m = timer.measure(backward_only, recorded(run, sets)) if mode == "backward" else timer.measure(calls[mode], sets)
+        row = {"backend": name, "batch": batch, "n": n, "mode": mode, "median_us": 1e6 * m.median,
+               "p10_us": 1e6 * m.p10, "p90_us": 1e6 * m.p90, "runs": m.runs, "warmup_runs": m.warmup,
+               "input_sets": len(sets), "over_floor": 1e6 * m.median / floor_us}
+        if name == "triton":
+            row["bytes_per_position"] = TRITON_BYTES[mode]
+            row["gb_per_s"] = TRITON_BYTES[mode] * batch * n / m.median / 1e9
+        if batch * n <= GRAPH_POSITIONS and mode != "backward":
+            g = timer.measure_graph(calls[mode], sets)
+            row.update(graph_median_us=1e6 * g.median, graph_p10_us=1e6 * g.p10, graph_p90_us=1e6 * g.p90)
+        rows.append(row)
+        print(f"{name:>10} B={batch:<5} N={n:<6} {mode:>16} median {row['median_us']:>10.1f} us "
+              f"(p10 {row['p10_us']:.1f}, p90 {row['p90_us']:.1f})"
+              + (f", graph {row['graph_median_us']:.1f} us" if "graph_median_us" in row else ""), flush=True)
+    del sets, calls
+    torch.cuda.empty_cache()
+    return rows
+
+
+def accuracy(batch: int, n: int) -> dict:
+    """The triton gradient (float32) against the vectorized closed form in float64, relative max-norm."""
+    diag, k = input_sets(batch, n)[0]
+    grads = []
+    for name, dtype in (("triton", torch.float32), ("vectorized", torch.float64)):
+        leaf = diag.to(dtype).requires_grad_()
+        g = BACKENDS[name].run(leaf, k.to(dtype), Z)
+        grads.append((g, torch.autograd.grad(g, leaf, torch.full_like(g, 1 + 1j))[0]))
+    (g32, d32), (g64, d64) = grads
+    return {"g_rel_error": ((g32.to(torch.complex128) - g64).abs().max() / g64.abs().max()).item(),
+            "grad_rel_error": ((d32.double() - d64).abs().max() / d64.abs().max()).item()}
+
+
+def kernel_breakdown(batch: int, n: int, calls: int = 10) -> dict[str, float]:
+    """Mean device µs per forward + backward of each kernel, from the profiler (L2 warm)."""
     from torch.profiler import ProfilerActivity, profile
 
-    run = BACKENDS["triton"].run
+    step = steps(BACKENDS["triton"].run)["forward+backward"]
+    x = input_sets(batch, n)[0]
+    step(x)
+    torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(calls):
-            run(diag, k, Z)
+            step(x)
         torch.cuda.synchronize()
-    return {e.key: e.device_time_total / calls for e in prof.key_averages() if e.key.startswith("_")}
+    return {e.key: e.device_time_total / calls for e in prof.key_averages() if e.device_time_total > 0}
 
 
 def measure(sizes, backends) -> dict:
-    copy = copy_bandwidth()
-    rows = []
+    timer = Timer(torch.device("cuda"), warmup=WARMUP, runs=RUNS)
+    copy = copy_bandwidth(timer)
+    rows, errors = [], []
     for batch, n in sizes:
-        sets = input_sets(batch, n)
-        positions = batch * n
-        floor_us = FLOOR_BYTES_PER_POSITION * positions / copy["bytes_per_s"] * 1e6
+        floor_us = FLOOR_BYTES_PER_POSITION * batch * n / copy["bytes_per_s"] * 1e6
         for name in backends:
-            timing = time_backend(BACKENDS[name].run, sets, BUDGET_S[name])
-            row = {"backend": name, "batch": batch, "n": n, **timing,
-                   "gb_per_s": FLOOR_BYTES_PER_POSITION * positions / timing["median_us"] / 1e3,
-                   "floor_us": floor_us, "over_floor": timing["median_us"] / floor_us}
-            if name == "triton":
-                row["kernel_flops"] = triton_backend.kernel_flops(batch, n)
-                row["gflop_per_s"] = row["kernel_flops"] / timing["median_us"] / 1e3
-                row["rel_error_vs_float64"] = triton_error(*sets[0])
-            rows.append(row)
-            print(f"{name:>10} B={batch:<5} N={n:<6} median {timing['median_us']:>12.1f} us "
-                  f"(p10 {timing['p10_us']:.1f}, p90 {timing['p90_us']:.1f}, {timing['runs']} runs), "
-                  f"back-to-back {timing['back_to_back_us']:.1f} us", flush=True)
-        del sets
-        torch.cuda.empty_cache()
+            if name != "triton" and batch * n > SLOW_POSITIONS:
+                continue
+            rows.extend(measure_size(name, batch, n, timer, floor_us))
+        if "triton" in backends:
+            errors.append({"batch": batch, "n": n, **accuracy(batch, n)})
     for row in rows:
-        ref = next((r for r in rows if r["backend"] == "reference" and (r["batch"], r["n"]) == (row["batch"], row["n"])), None)
-        row["speedup_vs_reference"] = ref["median_us"] / row["median_us"] if ref else None
-        row["speedup_vs_reference_back_to_back"] = ref["back_to_back_us"] / row["back_to_back_us"] if ref else None
+        forward = next(r for r in rows if (r["backend"], r["batch"], r["n"], r["mode"]) ==
+                       (row["backend"], row["batch"], row["n"], "forward"))
+        row["over_forward"] = row["median_us"] / forward["median_us"]
+        if "graph_median_us" in row:
+            row["graph_over_forward"] = row["graph_median_us"] / forward["graph_median_us"]
     largest = max(sizes, key=lambda s: s[0] * s[1])
-    breakdown = kernel_breakdown(*input_sets(*largest)[0]) if "triton" in backends else {}
     return {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": _triton_version(),
-            "dtype": "float32", "z": str(Z), "copy_bandwidth": copy, "rows": rows,
-            "triton_kernels_at_largest": {"batch": largest[0], "n": largest[1], "mean_device_us": breakdown}}
+            "dtype": "float32", "z": str(Z), "copy_bandwidth": copy, "rows": rows, "accuracy": errors,
+            "kernels_at_largest": {"batch": largest[0], "n": largest[1],
+                                   "mean_device_us": kernel_breakdown(*largest) if "triton" in backends else {}},
+            "flops": [{"batch": b, "n": n, "forward": triton_backend.kernel_flops(b, n),
+                       "backward": triton_backend.backward_kernel_flops(b, n)} for b, n in sizes]}
 
 
 def _triton_version() -> str | None:
@@ -175,33 +191,35 @@ def report(payload: dict) -> Report:
     import pandas as pd
 
     frame = pd.DataFrame(payload["rows"])
-    columns = {"backend": "backend", "batch": "B", "n": "N", "median_us": "median µs", "p10_us": "p10 µs",
-               "p90_us": "p90 µs", "runs": "runs", "warmup_runs": "warm-up", "back_to_back_us": "back-to-back µs",
-               "gb_per_s": "GB/s (12 B/pos)", "over_floor": "× floor", "speedup_vs_reference": "× vs reference"}
-    table = frame[list(columns)].rename(columns=columns)
+    columns = {"backend": "backend", "batch": "B", "n": "N", "mode": "mode", "median_us": "median µs",
+               "p10_us": "p10 µs", "p90_us": "p90 µs", "over_forward": "× forward", "graph_median_us": "graph µs",
+               "graph_over_forward": "graph × forward", "bytes_per_position": "B/pos", "over_floor": "× floor"}
+    table = frame.reindex(columns=list(columns)).rename(columns=columns)
     copy = payload["copy_bandwidth"]
-    caption = (f"{payload['device']}, torch {payload['torch']}, triton {payload['triton']}; float32, forward, whole batch, "
-               f"z = {payload['z']}. Median/p10/p90: CUDA events per call, L2 flushed before each call, inputs rotated. "
-               "Back-to-back: mean over up to 50 calls queued with no flush (host launch overhead included). "
-               f"GB/s and × floor: {FLOOR_BYTES_PER_POSITION} B/position, floor = that over the copy bandwidth "
-               f"{copy['bytes_per_s'] / 1e9:,.0f} GB/s measured in this run (1 GiB device copy, read + written). "
-               "× vs reference: ratio of medians.")
-    formats = {c: "{:,.1f}" for c in ("median µs", "p10 µs", "p90 µs", "back-to-back µs", "GB/s (12 B/pos)")}
-    formats.update({"× floor": "{:,.2f}", "× vs reference": "{:,.0f}"})
-    main = Table("BK-Core backends", table, formats, caption)
-    tri = pd.DataFrame([r for r in payload["rows"] if r["backend"] == "triton"],
-                       columns=["batch", "n", "kernel_flops", "gflop_per_s", "rel_error_vs_float64"])
-    tri = tri.rename(columns={"batch": "B", "n": "N", "kernel_flops": "kernel FLOPs", "gflop_per_s": "GFLOP/s",
-                              "rel_error_vs_float64": "rel. error vs float64"})
-    extra = Table("triton backend: work and accuracy", tri,
-                  {"B": "{:,.0f}", "N": "{:,.0f}", "kernel FLOPs": "{:,.0f}", "GFLOP/s": "{:,.0f}",
-                   "rel. error vs float64": "{:.2e}"},
-                  "FLOPs from triton_backend.kernel_flops (real FLOPs the kernels execute); error against the "
-                  "vectorized backend in float64, first input set.")
-    kernels = payload["triton_kernels_at_largest"]
+    caption = (f"{payload['device']}, torch {payload['torch']}, triton {payload['triton']}; float32, whole batch, "
+               f"z = {payload['z']}; gradient of sum(Re G) + sum(Im G) with respect to diag. Median/p10/p90: CUDA "
+               f"events per call ({RUNS} runs after warm-up), L2 flushed before each call, inputs rotated. "
+               "Graph: replays of the call captured as a CUDA graph (host launch time removed), shown up to "
+               f"{GRAPH_POSITIONS:,} positions. × forward: over the same backend's forward median. B/pos: bytes "
+               f"read and written once per position (triton). × floor: over {FLOOR_BYTES_PER_POSITION} B/position "
+               f"at the copy bandwidth {copy['bytes_per_s'] / 1e9:,.0f} GB/s measured in this run.")
+    formats = {c: "{:,.1f}" for c in ("median µs", "p10 µs", "p90 µs", "graph µs")}
+    formats.update({"× forward": "{:,.2f}", "graph × forward": "{:,.2f}", "× floor": "{:,.2f}", "B/pos": "{:,.0f}"})
+    main = Table("BK-Core forward, backward, forward + backward", table, formats, caption)
+    work = pd.DataFrame(payload["flops"]).merge(pd.DataFrame(payload["accuracy"], columns=["batch", "n", "g_rel_error", "grad_rel_error"]),
+                                              on=["batch", "n"], how="left")
+    work = work.rename(columns={"batch": "B", "n": "N", "forward": "forward FLOPs", "backward": "backward FLOPs",
+                                "g_rel_error": "G rel. error", "grad_rel_error": "dL/ddiag rel. error"})
+    extra = Table("triton: kernel FLOPs and float32 accuracy", work,
+                  {"B": "{:,.0f}", "N": "{:,.0f}", "forward FLOPs": "{:,.0f}", "backward FLOPs": "{:,.0f}",
+                   "G rel. error": "{:.2e}", "dL/ddiag rel. error": "{:.2e}"},
+                  "FLOPs from triton_backend.kernel_flops and backward_kernel_flops (real FLOPs the kernels "
+                  "execute, whole batch). Errors: max |x - x64| / max |x64| against the vectorized backend in "
+                  "float64 (its gradient is the closed form, tested against the dense inverse).")
+    kernels = payload["kernels_at_largest"]
     split = pd.DataFrame([{"kernel": k, "mean device µs": v} for k, v in kernels["mean_device_us"].items()])
-    parts = Table(f"triton kernels at B={kernels['batch']}, N={kernels['n']}", split, {"mean device µs": "{:,.1f}"},
-                  "torch.profiler, device time per call, averaged over 20 calls (L2 warm).")
+    parts = Table(f"kernels of one forward + backward at B={kernels['batch']}, N={kernels['n']}", split,
+                  {"mean device µs": "{:,.1f}"}, "torch.profiler, device time per call, mean of 10 calls (L2 warm).")
     return Report(payload, [main, extra, parts], main)
 
 
@@ -213,7 +231,7 @@ def main() -> None:
     parser.add_argument("--sizes", default=",".join(f"{b}x{n}" for b, n in SIZES), help="BxN,BxN,...")
     args = parser.parse_args()
     if not torch.cuda.is_available():
-        sys.exit("bench_core: error: needs a CUDA GPU (the CPU numbers are measured elsewhere)")
+        sys.exit("bench_core: error: needs a CUDA GPU (benchmarks/bench_core_cpu.py times the CPU)")
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     payload = measure(sizes, args.backends.split(","))
     result = report(payload)

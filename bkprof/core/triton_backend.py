@@ -23,11 +23,22 @@ every real position's result unchanged and every value finite. Triton has no com
 and imaginary parts travel separately; the output is a (B, N, 2) real buffer seen through
 `torch.view_as_complex`.
 
-The op is `torch.ops.bkprof.tridiag_resolvent_diagonal_triton`: a custom op with a fake (meta)
-implementation, a backward that recomputes through the vectorized PyTorch scan (`_backward`),
-and a FLOP formula in torch's flop registry (`kernel_flops`). `run` calls the kernel directly
-when nothing can observe the op (no autograd, no dispatch mode such as FlopCounterMode, no
-compile): the dispatcher and autograd wrapper cost tens of µs, more than the kernel at small sizes.
+The backward (bkprof.core.adjoint has the derivation) is the closed-form adjoint, no scan to
+differentiate: with a gradient needed, the forward kernel also writes the ratios d and e (SAVE: 16 B
+per position more in float32), and `_adjoint_kernel` turns them, k and the gradient of G into the
+gradients of diag and k. One program per row walks it in blocks of 4 x lanes positions, twice: left
+to right for U_j = c_j + r_{j-1} U_{j-1}, right to left for V_j = c_j + s_j V_{j+1}, each block
+composing every lane's four affine steps, scanning them across lanes (`tl.gather`, like the
+forward) and entering from the previous block's carry. The first pass writes partial gradients, the
+second adds its part (read-modify-write, same program).
+
+Ops (custom ops with fake implementations, so torch.compile and CUDA-graph capture see shapes only,
+and FLOP formulas in torch's flop registry): `bkprof::tridiag_resolvent_diagonal_triton` (the
+forward), `bkprof::tridiag_resolvent_diagonal_triton_train` (the forward that also returns the
+ratios; its autograd saves ratios and k), `bkprof::tridiag_resolvent_adjoint_triton` (the backward;
+`backward_kernel_flops`). `run` calls the forward kernel directly when nothing can observe the op
+(no autograd, no dispatch mode such as FlopCounterMode, no compile): the dispatcher and autograd
+wrapper cost tens of µs, more than the kernel at small sizes.
 """
 
 from __future__ import annotations
@@ -54,9 +65,15 @@ MIN_LANES = 32    # at least one warp per program
 # Real FLOPs per unit of work, counted from the kernel source below (see `kernel_flops`).
 MAP_FLOPS_PER_SLOT = 65           # alpha 1 + left step 20 + right step 21 + rescale 23 (both directions, every second step)
 ENTRY_FLOPS_PER_LANE = 56         # 2 directions x Moebius apply 28: the ratios entering a lane
-SWEEP_FLOPS_PER_SLOT = 26         # alpha 1 + left ratio step 8 + right ratio step and G_ii 17
+SWEEP_FLOPS_PER_SLOT = 27         # alpha in each sweep 1 + 1, left ratio step 8, right ratio step and G_ii 17
 SEGMENT_WALK_FLOPS = 28           # Moebius apply, per program and other segment of its row
 SCAN_STEP_FLOPS = 79              # 2x2 complex matrix product 56 + rescale 23, per lane and scan step
+# The backward kernel (see `backward_kernel_flops`)
+ADJOINT_MAX_LANES = 256           # lanes of the backward's blocks of 4 x lanes positions at most
+ADJOINT_FLOPS_PER_SLOT = 107      # both passes: c 27 + 27, r and s 10 + 10, steps 8 + 8, outputs 8 + 9
+ADJOINT_COMPOSE_FLOPS = 14 * 3    # a lane's four affine steps composed, per pass
+ADJOINT_SCAN_STEP_FLOPS = 14      # affine compose, per lane, scan step and pass
+ADJOINT_ENTER_FLOPS = 8           # the exclusive map applied to the block's carry, per lane and pass
 
 
 def row_layout(n: int) -> tuple[int, int, int]:
@@ -75,7 +92,7 @@ def kernel_flops(rows: int, n: int) -> int:
     the kernel source counts 1 (so a complex multiply is 6, a complex add 2, a fused multiply-add
     2); integer and bit operations (the power-of-two rescale, indexing, gathers, the counters)
     count 0. Work is counted on the padded grid that really runs: per segment of W lanes x L
-    position slots, 65 per slot (transfer matrices) + 26 per slot (sweeps)
+    position slots, 65 per slot (transfer matrices) + 27 per slot (sweeps)
     + W x (2 scans x 79 x log2 W + 56) (every lane runs every scan step, partner or not, then
     enters its positions from both sides); per program of a row of S segments, 28 x (S - 1) for
     carrying the entering ratios through the other segments' maps.
@@ -199,16 +216,17 @@ if triton is not None:
     @triton.jit
     def _right_quad(alr, ali, kk, pdr, pdi, er, ei):
         """The right recursion over four positions from e entering on the right, with their d:
-        G as a (lanes, 4, 2) tile (real, imaginary) and the e leaving on the left."""
+        G and e as (lanes, 4, 2) tiles (real, imaginary) and the e leaving on the left."""
         a0, a1, a2, a3 = _unpack4(alr)
         k0, k1, k2, k3 = _unpack4(kk)
         p0r, p1r, p2r, p3r = _unpack4(pdr)
         p0i, p1i, p2i, p3i = _unpack4(pdi)
-        er, ei, g3r, g3i = _right_step(a3, ali, k3, er, ei, p3r, p3i)
-        er, ei, g2r, g2i = _right_step(a2, ali, k2, er, ei, p2r, p2i)
-        er, ei, g1r, g1i = _right_step(a1, ali, k1, er, ei, p1r, p1i)
-        er, ei, g0r, g0i = _right_step(a0, ali, k0, er, ei, p0r, p0i)
-        return tl.join(_pack4(g0r, g1r, g2r, g3r), _pack4(g0i, g1i, g2i, g3i)), er, ei
+        e3r, e3i, g3r, g3i = _right_step(a3, ali, k3, er, ei, p3r, p3i)
+        e2r, e2i, g2r, g2i = _right_step(a2, ali, k2, e3r, e3i, p2r, p2i)
+        e1r, e1i, g1r, g1i = _right_step(a1, ali, k1, e2r, e2i, p1r, p1i)
+        e0r, e0i, g0r, g0i = _right_step(a0, ali, k0, e1r, e1i, p0r, p0i)
+        return (tl.join(_pack4(g0r, g1r, g2r, g3r), _pack4(g0i, g1i, g2i, g3i)),
+                tl.join(_pack4(e0r, e1r, e2r, e3r), _pack4(e0i, e1i, e2i, e3i)), e0r, e0i)
 
     @triton.jit
     def _store_quad(out_ptr, row_start, first, n, live, g):
@@ -288,13 +306,18 @@ if triton is not None:
         return _left_quad(alr, ali, kap_before, _k_quad(k_ptr, k_row_start, pos, n, live), dr, di)
 
     @triton.jit
-    def _right_sweep(diag_ptr, k_ptr, out_ptr, row_start, k_row_start, first, n, z_re, ali, pdr, pdi, er, ei):
-        """The right recursion over the quad from `first`, with its d: stores its G, returns e leaving."""
+    def _right_sweep(diag_ptr, k_ptr, out_ptr, ratios_ptr, e_offset, row_start, k_row_start, first, n, z_re, ali,
+                     pdr, pdi, er, ei, SAVE: tl.constexpr):
+        """The right recursion over the quad from `first`, with its d: stores its G (and when SAVE its
+        d and e, for the backward), returns e leaving."""
         pos = first[:, None] + tl.arange(0, 4)[None, :]
         live = (first >= 0)[:, None]
         alr = _alpha_quad(diag_ptr, row_start, pos, n, live, z_re)
-        g, er, ei = _right_quad(alr, ali, _k_quad(k_ptr, k_row_start, pos, n, live), pdr, pdi, er, ei)
+        g, e, er, ei = _right_quad(alr, ali, _k_quad(k_ptr, k_row_start, pos, n, live), pdr, pdi, er, ei)
         _store_quad(out_ptr, row_start, first, n, first >= 0, g)
+        if SAVE:
+            _store_quad(ratios_ptr, row_start, first, n, first >= 0, tl.join(pdr, pdi))
+            _store_quad(ratios_ptr + e_offset, row_start, first, n, first >= 0, e)
         return er, ei
 
     @triton.jit
@@ -322,10 +345,10 @@ if triton is not None:
         tl.store(where + 7, di, mask=mask)
 
     @triton.jit
-    def _rows_kernel(diag_ptr, k_ptr, out_ptr, sync_ptr, totals_ptr, n, segments,
+    def _rows_kernel(diag_ptr, k_ptr, out_ptr, sync_ptr, totals_ptr, ratios_ptr, e_offset, n, segments,
                      z_re: tl.float64, alpha_im: tl.float64,
                      LANES: tl.constexpr, LOG2_LANES: tl.constexpr, QUADS: tl.constexpr,
-                     FP64: tl.constexpr, SEGMENTED: tl.constexpr):
+                     FP64: tl.constexpr, SEGMENTED: tl.constexpr, SAVE: tl.constexpr):
         """One segment of LANES x 4 QUADS positions per program; lane c owns [4 QUADS c, 4 QUADS (c + 1))
         of its segment. Unsegmented: segment = row = program. Segmented: a ticket (sync_ptr[0])
         names the program's row and segment, so every program a segment waits for has started."""
@@ -392,15 +415,191 @@ if triton is not None:
             d2r, d2i, dr, di, kb = _left_sweep(diag_ptr, k_ptr, row_start, k_row_start, start + 8, n, z_re, ali, kb, dr, di)
             d3r, d3i, dr, di, kb = _left_sweep(diag_ptr, k_ptr, row_start, k_row_start, start + 12, n, z_re, ali, kb, dr, di)
         if QUADS > 2:
-            er, ei = _right_sweep(diag_ptr, k_ptr, out_ptr, row_start, k_row_start, start + 12, n, z_re, ali, d3r, d3i, er, ei)
-            er, ei = _right_sweep(diag_ptr, k_ptr, out_ptr, row_start, k_row_start, start + 8, n, z_re, ali, d2r, d2i, er, ei)
+            er, ei = _right_sweep(diag_ptr, k_ptr, out_ptr, ratios_ptr, e_offset, row_start, k_row_start, start + 12, n, z_re, ali,
+                                  d3r, d3i, er, ei, SAVE)
+            er, ei = _right_sweep(diag_ptr, k_ptr, out_ptr, ratios_ptr, e_offset, row_start, k_row_start, start + 8, n, z_re, ali,
+                                  d2r, d2i, er, ei, SAVE)
         if QUADS > 1:
-            er, ei = _right_sweep(diag_ptr, k_ptr, out_ptr, row_start, k_row_start, start + 4, n, z_re, ali, d1r, d1i, er, ei)
-        _right_sweep(diag_ptr, k_ptr, out_ptr, row_start, k_row_start, start, n, z_re, ali, d0r, d0i, er, ei)
+            er, ei = _right_sweep(diag_ptr, k_ptr, out_ptr, ratios_ptr, e_offset, row_start, k_row_start, start + 4, n, z_re, ali,
+                                  d1r, d1i, er, ei, SAVE)
+        _right_sweep(diag_ptr, k_ptr, out_ptr, ratios_ptr, e_offset, row_start, k_row_start, start, n, z_re, ali,
+                                  d0r, d0i, er, ei, SAVE)
 
 
-def launch(diag: torch.Tensor, k: torch.Tensor, z: complex, out: torch.Tensor) -> None:
-    """Write G_ii for contiguous diag (B, N) and k (B, N-1) into out (B, N, 2) (real, imaginary)."""
+    # ---- the backward: the closed-form adjoint (bkprof.core.adjoint) from the saved ratios d and e ----
+
+    @triton.jit
+    def _cmul(ar, ai, br, bi):
+        """(a)(b) complex: 6 FLOPs."""
+        return ar * br - ai * bi, ar * bi + ai * br
+
+    @triton.jit
+    def _affine_after(a2r, a2i, b2r, b2i, a1r, a1i, b1r, b1i):
+        """The affine map y -> a2 (a1 y + b1) + b2 as (a2 a1, a2 b1 + b2): 14 FLOPs."""
+        ar, ai = _cmul(a2r, a2i, a1r, a1i)
+        br, bi = _cmul(a2r, a2i, b1r, b1i)
+        return ar, ai, br + b2r, bi + b2i
+
+    @triton.jit
+    def _affine_partner(ar, ai, br, bi, src, has):
+        """The affine map held by lane `src`, or the identity (1, 0) where `has` is false (no FLOPs)."""
+        return (tl.where(has, tl.gather(ar, src, 0), 1.0), tl.where(has, tl.gather(ai, src, 0), 0.0),
+                tl.where(has, tl.gather(br, src, 0), 0.0), tl.where(has, tl.gather(bi, src, 0), 0.0))
+
+    @triton.jit
+    def _scan_affine(ar, ai, br, bi, lane, LANES: tl.constexpr, LOG2_LANES: tl.constexpr, REVERSE: tl.constexpr):
+        """Inclusive composition across lanes (lane c: the maps of lanes 0..c applied in order, or
+        LANES-1..c when REVERSE), in LOG2_LANES Hillis-Steele steps: 14 FLOPs per lane and step."""
+        for step in tl.static_range(LOG2_LANES):
+            if REVERSE:
+                src = tl.minimum(lane + (1 << step), LANES - 1)
+                has = lane + (1 << step) < LANES
+            else:
+                src = tl.maximum(lane - (1 << step), 0)
+                has = lane >= (1 << step)
+            gar, gai, gbr, gbi = _affine_partner(ar, ai, br, bi, src, has)
+            ar, ai, br, bi = _affine_after(ar, ai, br, bi, gar, gai, gbr, gbi)
+        return ar, ai, br, bi
+
+    @triton.jit
+    def _load_pairs(ptr, row_start, pos, valid, other_re):
+        """Real and imaginary (lanes, 4) tiles of a (B, N, 2) buffer; (other_re, 0) where not valid."""
+        where = ptr + 2 * (row_start + pos)
+        return tl.load(where, mask=valid, other=other_re), tl.load(where + 1, mask=valid, other=0.0)
+
+    @triton.jit
+    def _real_over_square(kap, xr, xi):
+        """kap / x^2 for real kap and complex x: 10 FLOPs."""
+        rr = xr * xr
+        ii = xi * xi
+        m = rr + ii
+        s = kap / (m * m)
+        return s * (rr - ii), -2.0 * s * xr * xi
+
+    @triton.jit
+    def _weights(grad_ptr, d_ptr, e_ptr, k_ptr, row_start, k_row_start, pos, n):
+        """Per position of a (lanes, 4) tile: c = conj(v) G^2 with G = 1 / (d - k / e_next), and the
+        inputs it used: 27 FLOPs. Past the row's end d = e = 1 and v = k = 0, so c = 0."""
+        valid = pos < n
+        dr, di = _load_pairs(d_ptr, row_start, pos, valid, 1.0)
+        enr, eni = _load_pairs(e_ptr, row_start, pos + 1, pos + 1 < n, 1.0)
+        vr, vi = _load_pairs(grad_ptr, row_start, pos, valid, 0.0)
+        kk = tl.load(k_ptr + k_row_start + pos, mask=pos < n - 1, other=0.0)
+        s = kk / (enr * enr + eni * eni)
+        wr = dr - s * enr
+        wi = di + s * eni           # w = d - k / e_next
+        q = 1.0 / (wr * wr + wi * wi)
+        gr = wr * q
+        gi = -(wi * q)               # G = 1 / w
+        g2r = gr * gr - gi * gi
+        g2i = 2.0 * gr * gi          # G^2
+        cr, ci = _cmul(vr, -vi, g2r, g2i)
+        return cr, ci, dr, di, enr, eni, kk
+
+    @triton.jit
+    def _lane_maps(a0r, a0i, a1r, a1i, a2r, a2i, a3r, a3i, c0r, c0i, c1r, c1i, c2r, c2i, c3r, c3i):
+        """The lane's four steps y -> a_j y + c_j composed in the order given: 42 FLOPs."""
+        ar, ai, br, bi = _affine_after(a1r, a1i, c1r, c1i, a0r, a0i, c0r, c0i)
+        ar, ai, br, bi = _affine_after(a2r, a2i, c2r, c2i, ar, ai, br, bi)
+        return _affine_after(a3r, a3i, c3r, c3i, ar, ai, br, bi)
+
+    @triton.jit
+    def _step(ar, ai, yr, yi, cr, ci):
+        """a y + c: 8 FLOPs."""
+        pr, pi = _cmul(ar, ai, yr, yi)
+        return pr + cr, pi + ci
+
+    @triton.jit
+    def _entering_affine(ar, ai, br, bi, lane, carry_r, carry_i, LANES: tl.constexpr, REVERSE: tl.constexpr):
+        """The value entering each lane's chunk: the maps of the lanes before it (after it when REVERSE),
+        exclusive, applied to the carry from the previous block: 8 FLOPs per lane."""
+        if REVERSE:
+            xar, xai, xbr, xbi = _affine_partner(ar, ai, br, bi, tl.minimum(lane + 1, LANES - 1), lane + 1 < LANES)
+        else:
+            xar, xai, xbr, xbi = _affine_partner(ar, ai, br, bi, tl.maximum(lane - 1, 0), lane >= 1)
+        return _step(xar, xai, carry_r, carry_i, xbr, xbi)
+
+    @triton.jit
+    def _adjoint_kernel(grad_ptr, d_ptr, e_ptr, k_ptr, gd_ptr, gk_ptr, n,
+                        LANES: tl.constexpr, LOG2_LANES: tl.constexpr):
+        """One row per program, in blocks of LANES x 4 positions (lane c owns 4 consecutive ones).
+        Pass 1, left to right: U_j = c_j + r_{j-1} U_{j-1} (r_j = k_j / e_{j+1}^2), writing
+        Re(c - U) to dL/dalpha and Re(U / e_next) to dL/dk. Pass 2, right to left: V_j = c_j + s_j V_{j+1}
+        (s_j = k_j / d_j^2), subtracting Re V and adding Re(V_next / d). A block composes each lane's
+        steps, scans the lanes' maps, enters each lane from the carry and sweeps its four positions."""
+        row = tl.program_id(0).to(tl.int64)
+        row_start = row * n
+        k_row_start = row * (n - 1)
+        blocks = tl.cdiv(n, LANES * 4)
+        lane = tl.arange(0, LANES)
+        quad = tl.arange(0, 4)[None, :]
+        carry_r = tl.zeros([LANES], gd_ptr.dtype.element_ty)
+        carry_i = tl.zeros([LANES], gd_ptr.dtype.element_ty)
+        block = 0
+        while block < blocks:  # a while loop: Triton's interpreter cannot range() over a runtime value
+            pos = (block * (LANES * 4) + lane * 4)[:, None] + quad
+            cr, ci, dr, di, enr, eni, kk = _weights(grad_ptr, d_ptr, e_ptr, k_ptr, row_start, k_row_start, pos, n)
+            kp = tl.load(k_ptr + k_row_start + pos - 1, mask=(pos >= 1) & (pos < n), other=0.0)
+            er, ei = _load_pairs(e_ptr, row_start, pos, pos < n, 1.0)
+            ar, ai = _real_over_square(kp, er, ei)   # r_{j-1}
+            a0r, a1r, a2r, a3r = _unpack4(ar)
+            a0i, a1i, a2i, a3i = _unpack4(ai)
+            c0r, c1r, c2r, c3r = _unpack4(cr)
+            c0i, c1i, c2i, c3i = _unpack4(ci)
+            mar, mai, mbr, mbi = _lane_maps(a0r, a0i, a1r, a1i, a2r, a2i, a3r, a3i,
+                                            c0r, c0i, c1r, c1i, c2r, c2i, c3r, c3i)
+            mar, mai, mbr, mbi = _scan_affine(mar, mai, mbr, mbi, lane, LANES, LOG2_LANES, False)
+            ur, ui = _entering_affine(mar, mai, mbr, mbi, lane, carry_r, carry_i, LANES, False)
+            u0r, u0i = _step(a0r, a0i, ur, ui, c0r, c0i)
+            u1r, u1i = _step(a1r, a1i, u0r, u0i, c1r, c1i)
+            u2r, u2i = _step(a2r, a2i, u1r, u1i, c2r, c2i)
+            u3r, u3i = _step(a3r, a3i, u2r, u2i, c3r, c3i)
+            carry_r = tl.gather(u3r, tl.full([LANES], LANES - 1, tl.int32), 0)
+            carry_i = tl.gather(u3i, tl.full([LANES], LANES - 1, tl.int32), 0)
+            ur = _pack4(u0r, u1r, u2r, u3r)
+            ui = _pack4(u0i, u1i, u2i, u3i)
+            tl.store(gd_ptr + row_start + pos, cr - ur, mask=pos < n)
+            tl.store(gk_ptr + k_row_start + pos, (ur * enr + ui * eni) / (enr * enr + eni * eni), mask=pos < n - 1)
+            block += 1
+        tl.debug_barrier()  # pass 2 reads what other threads of this program wrote in pass 1
+        carry_r = tl.zeros([LANES], gd_ptr.dtype.element_ty)
+        carry_i = tl.zeros([LANES], gd_ptr.dtype.element_ty)
+        block = blocks - 1
+        while block >= 0:
+            pos = (block * (LANES * 4) + lane * 4)[:, None] + quad
+            cr, ci, dr, di, enr, eni, kk = _weights(grad_ptr, d_ptr, e_ptr, k_ptr, row_start, k_row_start, pos, n)
+            ar, ai = _real_over_square(kk, dr, di)   # s_j
+            a0r, a1r, a2r, a3r = _unpack4(ar)
+            a0i, a1i, a2i, a3i = _unpack4(ai)
+            c0r, c1r, c2r, c3r = _unpack4(cr)
+            c0i, c1i, c2i, c3i = _unpack4(ci)
+            mar, mai, mbr, mbi = _lane_maps(a3r, a3i, a2r, a2i, a1r, a1i, a0r, a0i,
+                                            c3r, c3i, c2r, c2i, c1r, c1i, c0r, c0i)
+            mar, mai, mbr, mbi = _scan_affine(mar, mai, mbr, mbi, lane, LANES, LOG2_LANES, True)
+            vr, vi = _entering_affine(mar, mai, mbr, mbi, lane, carry_r, carry_i, LANES, True)
+            v3r, v3i = _step(a3r, a3i, vr, vi, c3r, c3i)
+            v2r, v2i = _step(a2r, a2i, v3r, v3i, c2r, c2i)
+            v1r, v1i = _step(a1r, a1i, v2r, v2i, c1r, c1i)
+            v0r, v0i = _step(a0r, a0i, v1r, v1i, c0r, c0i)
+            # V_{j+1} beside each position: the next column, or the next lane's first (the carry for the last lane)
+            nxr = tl.where(lane + 1 < LANES, tl.gather(v0r, tl.minimum(lane + 1, LANES - 1), 0), carry_r)
+            nxi = tl.where(lane + 1 < LANES, tl.gather(v0i, tl.minimum(lane + 1, LANES - 1), 0), carry_i)
+            carry_r = tl.gather(v0r, tl.zeros([LANES], tl.int32), 0)
+            carry_i = tl.gather(v0i, tl.zeros([LANES], tl.int32), 0)
+            vr = _pack4(v0r, v1r, v2r, v3r)
+            nr = _pack4(v1r, v2r, v3r, nxr)
+            ni = _pack4(v1i, v2i, v3i, nxi)
+            where_d = gd_ptr + row_start + pos
+            tl.store(where_d, tl.load(where_d, mask=pos < n, other=0.0) - vr, mask=pos < n)
+            where_k = gk_ptr + k_row_start + pos
+            tl.store(where_k, tl.load(where_k, mask=pos < n - 1, other=0.0)
+                     + (nr * dr + ni * di) / (dr * dr + di * di), mask=pos < n - 1)
+            block -= 1
+
+
+def launch(diag: torch.Tensor, k: torch.Tensor, z: complex, out: torch.Tensor, ratios: torch.Tensor | None = None) -> None:
+    """Write G_ii for contiguous diag (B, N) and k (B, N-1) into out (B, N, 2) (real, imaginary), and
+    when `ratios` (2, B, N, 2) is given the left ratios d into ratios[0] and the right ratios e into ratios[1]."""
     rows, n = diag.shape
     if rows == 0:
         return
@@ -410,10 +609,45 @@ def launch(diag: torch.Tensor, k: torch.Tensor, z: complex, out: torch.Tensor) -
     else:
         sync = torch.zeros(rows + 1, dtype=torch.int32, device=diag.device)  # ticket, then arrivals per row
         totals = diag.new_empty(rows * segments * 16)  # each segment's left and right map
-    _rows_kernel[(rows * segments,)](diag, k, out, sync, totals, n, segments, float(z.real), -float(z.imag),
+    save = ratios is not None
+    _rows_kernel[(rows * segments,)](diag, k, out, sync, totals, ratios if save else out, rows * n * 2, n, segments,
+                                     float(z.real), -float(z.imag),
                                      LANES=lanes, LOG2_LANES=lanes.bit_length() - 1, QUADS=per_lane // QUAD,
-                                     FP64=diag.dtype == torch.float64, SEGMENTED=segments > 1,
+                                     FP64=diag.dtype == torch.float64, SEGMENTED=segments > 1, SAVE=save,
                                      num_warps=lanes // 32)
+
+
+def adjoint_layout(n: int) -> tuple[int, int]:
+    """Lanes per program of the backward (a power of two, a warp at least, ADJOINT_MAX_LANES at most)
+    and blocks of 4 x lanes positions per row of length n."""
+    lanes = min(ADJOINT_MAX_LANES, max(MIN_LANES, 1 << math.ceil(math.log2(-(-n // QUAD)))))
+    return lanes, -(-n // (QUAD * lanes))
+
+
+def backward_kernel_flops(rows: int, n: int) -> int:
+    """Real FLOPs of the backward kernel for `rows` rows of length n (gradients for diag and k),
+    with `kernel_flops`'s convention, on the padded grid of `adjoint_layout`: per block of W lanes
+    x 4 positions, 107 per position slot (pass 1: c 27, r 10, step 8, outputs 8; pass 2: c 27, s 10,
+    step 8, outputs 9) and per lane, in each pass, 42 to compose its four steps, 14 per scan step
+    (log2 W of them) and 8 to enter its chunk. Exactly linear in rows."""
+    lanes, blocks = adjoint_layout(n)
+    per_lane_pass = ADJOINT_COMPOSE_FLOPS + ADJOINT_SCAN_STEP_FLOPS * (lanes.bit_length() - 1) + ADJOINT_ENTER_FLOPS
+    return rows * blocks * lanes * (QUAD * ADJOINT_FLOPS_PER_SLOT + 2 * per_lane_pass)
+
+
+def launch_adjoint(grad: torch.Tensor, ratios: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """dL/ddiag (B, N) and dL/dk (B, N-1) from the complex gradient of G (B, N), the saved ratios
+    (2, B, N, 2) and k (B, N-1): the closed-form adjoint of bkprof.core.adjoint."""
+    rows, n = grad.shape
+    grad_diag = ratios.new_empty((rows, n))
+    grad_k = ratios.new_empty((rows, max(n - 1, 0)))
+    if rows == 0:
+        return grad_diag, grad_k
+    lanes, _ = adjoint_layout(n)
+    pairs = torch.view_as_real(grad.resolve_conj().contiguous())
+    _adjoint_kernel[(rows,)](pairs, ratios[0], ratios[1], k, grad_diag, grad_k, n,
+                             LANES=lanes, LOG2_LANES=lanes.bit_length() - 1, num_warps=lanes // 32)
+    return grad_diag, grad_k
 
 
 def _forward(diag: torch.Tensor, k: torch.Tensor, z: complex) -> torch.Tensor:
@@ -428,7 +662,7 @@ def _complex_dtype(dtype: torch.dtype) -> torch.dtype:
 
 @torch.library.custom_op("bkprof::tridiag_resolvent_diagonal_triton", mutates_args=(), device_types="cuda")
 def resolvent_diagonal_op(diag: torch.Tensor, k: torch.Tensor, z_real: float, z_imag: float) -> torch.Tensor:
-    """G_ii (B, N) complex from contiguous real diag (B, N) and couplings k (B, N-1), by `launch`."""
+    """G_ii (B, N) complex from contiguous real diag (B, N) and couplings k (B, N-1), by `launch` (forward only)."""
     return _forward(diag, k, complex(z_real, z_imag))
 
 
@@ -437,40 +671,72 @@ def _fake(diag, k, z_real, z_imag):
     return diag.new_empty(diag.shape, dtype=_complex_dtype(diag.dtype))
 
 
+@torch.library.custom_op("bkprof::tridiag_resolvent_diagonal_triton_train", mutates_args=(), device_types="cuda")
+def resolvent_diagonal_train_op(diag: torch.Tensor, k: torch.Tensor, z_real: float,
+                                z_imag: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """G_ii as `resolvent_diagonal_op`, and the ratios d and e (2, B, N, 2) the backward needs, from the same kernel."""
+    out = diag.new_empty((*diag.shape, 2))
+    ratios = diag.new_empty((2, *diag.shape, 2))
+    launch(diag, k, complex(z_real, z_imag), out, ratios)
+    return torch.view_as_complex(out), ratios
+
+
+@resolvent_diagonal_train_op.register_fake
+def _fake_train(diag, k, z_real, z_imag):
+    return diag.new_empty(diag.shape, dtype=_complex_dtype(diag.dtype)), diag.new_empty((2, *diag.shape, 2))
+
+
+@torch.library.custom_op("bkprof::tridiag_resolvent_adjoint_triton", mutates_args=(), device_types="cuda")
+def resolvent_adjoint_op(grad: torch.Tensor, ratios: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """dL/ddiag (B, N) and dL/dk (B, N-1) by `launch_adjoint`."""
+    return launch_adjoint(grad, ratios, k)
+
+
+@resolvent_adjoint_op.register_fake
+def _fake_adjoint(grad, ratios, k):
+    rows, n = grad.shape
+    return ratios.new_empty((rows, n)), ratios.new_empty((rows, max(n - 1, 0)))
+
+
 def _setup_context(ctx, inputs, output) -> None:
-    diag, k, z_real, z_imag = inputs
-    ctx.save_for_backward(diag, k)
-    ctx.z = complex(z_real, z_imag)
+    _, k, _, _ = inputs
+    _, ratios = output
+    ctx.mark_non_differentiable(ratios)
+    ctx.save_for_backward(ratios, k)
 
 
-def _backward(ctx, grad):
-    """Recompute G through the vectorized scan (`sweeps.scan_sweeps`, pure PyTorch) and pull `grad`
-    back through it: no Triton adjoint kernel, so the backward costs a forward of the vectorized
-    backend plus its autograd, and its FLOPs are those aten ops' own."""
-    diag, k = ctx.saved_tensors
-    with torch.enable_grad():
-        leaves = (diag.detach().requires_grad_(), k.detach().requires_grad_())
-        g = sweeps.scan_sweeps(*leaves, ctx.z)
-        d_diag, d_k = torch.autograd.grad(g, leaves, grad, allow_unused=True)
-    # a row of one position has no couplings, so k never reaches G
-    return d_diag, torch.zeros_like(k) if d_k is None else d_k, None, None
+def _backward(ctx, grad, _grad_ratios):
+    """The closed-form adjoint from the saved ratios: 16 B per position in float32 (d and e, complex),
+    plus k, which is the op's input."""
+    ratios, k = ctx.saved_tensors
+    grad_diag, grad_k = resolvent_adjoint_op(grad, ratios, k)
+    return grad_diag, grad_k, None, None
 
 
-resolvent_diagonal_op.register_autograd(_backward, setup_context=_setup_context)
+resolvent_diagonal_train_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-@register_flop_formula(torch.ops.bkprof.tridiag_resolvent_diagonal_triton)
+@register_flop_formula([torch.ops.bkprof.tridiag_resolvent_diagonal_triton,
+                        torch.ops.bkprof.tridiag_resolvent_diagonal_triton_train])
 def _op_flops(diag_shape, k_shape, z_real, z_imag, *args, out_shape=None, **kwargs) -> int:
     return kernel_flops(*diag_shape)
+
+
+@register_flop_formula(torch.ops.bkprof.tridiag_resolvent_adjoint_triton)
+def _adjoint_op_flops(grad_shape, ratios_shape, k_shape, *args, out_shape=None, **kwargs) -> int:
+    return backward_kernel_flops(*grad_shape)
+
+
+def _needs_grad(diag: torch.Tensor, k: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and (diag.requires_grad or k.requires_grad)
 
 
 def _unobserved(diag: torch.Tensor, k: torch.Tensor) -> bool:
     """True when no autograd, dispatch mode (FlopCounterMode, fake tensors) or compiler would see the op."""
     from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-    needs_grad = torch.is_grad_enabled() and (diag.requires_grad or k.requires_grad)
     plain = type(diag) is torch.Tensor and type(k) is torch.Tensor
-    return plain and not needs_grad and _get_current_dispatch_mode() is None and not torch.compiler.is_compiling()
+    return plain and not _needs_grad(diag, k) and _get_current_dispatch_mode() is None and not torch.compiler.is_compiling()
 
 
 def available(device: torch.device | str) -> bool:
@@ -480,6 +746,8 @@ def available(device: torch.device | str) -> bool:
 def run(diag: torch.Tensor, k: torch.Tensor, z: complex) -> torch.Tensor:
     z = complex(z)
     diag, k = diag.contiguous(), k.contiguous()
+    if _needs_grad(diag, k):
+        return resolvent_diagonal_train_op(diag, k, z.real, z.imag)[0]
     if _unobserved(diag, k):
         return _forward(diag, k, z)
     return resolvent_diagonal_op(diag, k, z.real, z.imag)
@@ -487,4 +755,4 @@ def run(diag: torch.Tensor, k: torch.Tensor, z: complex) -> torch.Tensor:
 
 register_backend(Backend("triton", run, available,
                          "Triton kernel: segments of in-register scans of transfer matrices, then ratio sweeps (CUDA)",
-                         kernel_flops=kernel_flops))
+                         kernel_flops=kernel_flops, backward_flops=backward_kernel_flops))
