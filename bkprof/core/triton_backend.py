@@ -280,18 +280,24 @@ if triton is not None:
                 tl.where(has, tl.gather(dr, src, 0), 1.0), tl.where(has, tl.gather(di, src, 0), 0.0))
 
     @triton.jit
+    def _scan_partner(lane, STEP: tl.constexpr, LANES: tl.constexpr, REVERSE: tl.constexpr):
+        """The lane 2**STEP before (after, when REVERSE) each lane in a Hillis-Steele step, and whether it exists."""
+        if REVERSE:
+            src = tl.minimum(lane + (1 << STEP), LANES - 1)
+            has = lane + (1 << STEP) < LANES
+        else:
+            src = tl.maximum(lane - (1 << STEP), 0)
+            has = lane >= (1 << STEP)
+        return src, has
+
+    @triton.jit
     def _scan_products(ar, ai, br, bi, cr, ci, dr, di, lane, LANES: tl.constexpr, LOG2_LANES: tl.constexpr,
                        REVERSE: tl.constexpr, FP64: tl.constexpr):
         """Inclusive products across lanes: lane c ends with X_c @ X_{c-1} @ ... @ X_0, or reversed
         X_c @ X_{c+1} @ ... @ X_{LANES-1}, in LOG2_LANES Hillis-Steele steps. Every lane multiplies
         at every step (by the identity where it has no partner): 79 FLOPs per lane and step."""
         for step in tl.static_range(LOG2_LANES):
-            if REVERSE:
-                src = tl.minimum(lane + (1 << step), LANES - 1)
-                has = lane + (1 << step) < LANES
-            else:
-                src = tl.maximum(lane - (1 << step), 0)
-                has = lane >= (1 << step)
+            src, has = _scan_partner(lane, step, LANES, REVERSE)
             gar, gai, gbr, gbi, gcr, gci, gdr, gdi = _partner(ar, ai, br, bi, cr, ci, dr, di, src, has)
             ar, ai, br, bi, cr, ci, dr, di = _matmul_rescaled(ar, ai, br, bi, cr, ci, dr, di,
                                                               gar, gai, gbr, gbi, gcr, gci, gdr, gdi, FP64)
@@ -451,12 +457,7 @@ if triton is not None:
         """Inclusive composition across lanes (lane c: the maps of lanes 0..c applied in order, or
         LANES-1..c when REVERSE), in LOG2_LANES Hillis-Steele steps: 14 FLOPs per lane and step."""
         for step in tl.static_range(LOG2_LANES):
-            if REVERSE:
-                src = tl.minimum(lane + (1 << step), LANES - 1)
-                has = lane + (1 << step) < LANES
-            else:
-                src = tl.maximum(lane - (1 << step), 0)
-                has = lane >= (1 << step)
+            src, has = _scan_partner(lane, step, LANES, REVERSE)
             gar, gai, gbr, gbi = _affine_partner(ar, ai, br, bi, src, has)
             ar, ai, br, bi = _affine_after(ar, ai, br, bi, gar, gai, gbr, gbi)
         return ar, ai, br, bi
@@ -520,6 +521,36 @@ if triton is not None:
         return _step(xar, xai, carry_r, carry_i, xbr, xbi)
 
     @triton.jit
+    def _affine_sweep(ar, ai, cr, ci, lane, carry_r, carry_i, LANES: tl.constexpr, LOG2_LANES: tl.constexpr,
+                      REVERSE: tl.constexpr):
+        """y_j = a_j y_{j-1} + c_j over a block ((lanes, 4) tiles of a and c; right to left, y_j =
+        a_j y_{j+1} + c_j, when REVERSE) from the carry entering it: each lane's four steps composed,
+        the lanes' maps scanned, each lane entered and swept. Returns y of columns 0..3."""
+        a0r, a1r, a2r, a3r = _unpack4(ar)
+        a0i, a1i, a2i, a3i = _unpack4(ai)
+        c0r, c1r, c2r, c3r = _unpack4(cr)
+        c0i, c1i, c2i, c3i = _unpack4(ci)
+        if REVERSE:
+            mar, mai, mbr, mbi = _lane_maps(a3r, a3i, a2r, a2i, a1r, a1i, a0r, a0i,
+                                            c3r, c3i, c2r, c2i, c1r, c1i, c0r, c0i)
+        else:
+            mar, mai, mbr, mbi = _lane_maps(a0r, a0i, a1r, a1i, a2r, a2i, a3r, a3i,
+                                            c0r, c0i, c1r, c1i, c2r, c2i, c3r, c3i)
+        mar, mai, mbr, mbi = _scan_affine(mar, mai, mbr, mbi, lane, LANES, LOG2_LANES, REVERSE)
+        yr, yi = _entering_affine(mar, mai, mbr, mbi, lane, carry_r, carry_i, LANES, REVERSE)
+        if REVERSE:
+            y3r, y3i = _step(a3r, a3i, yr, yi, c3r, c3i)
+            y2r, y2i = _step(a2r, a2i, y3r, y3i, c2r, c2i)
+            y1r, y1i = _step(a1r, a1i, y2r, y2i, c1r, c1i)
+            y0r, y0i = _step(a0r, a0i, y1r, y1i, c0r, c0i)
+        else:
+            y0r, y0i = _step(a0r, a0i, yr, yi, c0r, c0i)
+            y1r, y1i = _step(a1r, a1i, y0r, y0i, c1r, c1i)
+            y2r, y2i = _step(a2r, a2i, y1r, y1i, c2r, c2i)
+            y3r, y3i = _step(a3r, a3i, y2r, y2i, c3r, c3i)
+        return y0r, y0i, y1r, y1i, y2r, y2i, y3r, y3i
+
+    @triton.jit
     def _adjoint_kernel(grad_ptr, d_ptr, e_ptr, k_ptr, gd_ptr, gk_ptr, n,
                         LANES: tl.constexpr, LOG2_LANES: tl.constexpr):
         """One row per program, in blocks of LANES x 4 positions (lane c owns 4 consecutive ones).
@@ -542,18 +573,8 @@ if triton is not None:
             kp = tl.load(k_ptr + k_row_start + pos - 1, mask=(pos >= 1) & (pos < n), other=0.0)
             er, ei = _load_pairs(e_ptr, row_start, pos, pos < n, 1.0)
             ar, ai = _real_over_square(kp, er, ei)   # r_{j-1}
-            a0r, a1r, a2r, a3r = _unpack4(ar)
-            a0i, a1i, a2i, a3i = _unpack4(ai)
-            c0r, c1r, c2r, c3r = _unpack4(cr)
-            c0i, c1i, c2i, c3i = _unpack4(ci)
-            mar, mai, mbr, mbi = _lane_maps(a0r, a0i, a1r, a1i, a2r, a2i, a3r, a3i,
-                                            c0r, c0i, c1r, c1i, c2r, c2i, c3r, c3i)
-            mar, mai, mbr, mbi = _scan_affine(mar, mai, mbr, mbi, lane, LANES, LOG2_LANES, False)
-            ur, ui = _entering_affine(mar, mai, mbr, mbi, lane, carry_r, carry_i, LANES, False)
-            u0r, u0i = _step(a0r, a0i, ur, ui, c0r, c0i)
-            u1r, u1i = _step(a1r, a1i, u0r, u0i, c1r, c1i)
-            u2r, u2i = _step(a2r, a2i, u1r, u1i, c2r, c2i)
-            u3r, u3i = _step(a3r, a3i, u2r, u2i, c3r, c3i)
+            u0r, u0i, u1r, u1i, u2r, u2i, u3r, u3i = _affine_sweep(ar, ai, cr, ci, lane, carry_r, carry_i,
+                                                                   LANES, LOG2_LANES, False)
             carry_r = tl.gather(u3r, tl.full([LANES], LANES - 1, tl.int32), 0)
             carry_i = tl.gather(u3i, tl.full([LANES], LANES - 1, tl.int32), 0)
             ur = _pack4(u0r, u1r, u2r, u3r)
@@ -569,18 +590,8 @@ if triton is not None:
             pos = (block * (LANES * 4) + lane * 4)[:, None] + quad
             cr, ci, dr, di, enr, eni, kk = _weights(grad_ptr, d_ptr, e_ptr, k_ptr, row_start, k_row_start, pos, n)
             ar, ai = _real_over_square(kk, dr, di)   # s_j
-            a0r, a1r, a2r, a3r = _unpack4(ar)
-            a0i, a1i, a2i, a3i = _unpack4(ai)
-            c0r, c1r, c2r, c3r = _unpack4(cr)
-            c0i, c1i, c2i, c3i = _unpack4(ci)
-            mar, mai, mbr, mbi = _lane_maps(a3r, a3i, a2r, a2i, a1r, a1i, a0r, a0i,
-                                            c3r, c3i, c2r, c2i, c1r, c1i, c0r, c0i)
-            mar, mai, mbr, mbi = _scan_affine(mar, mai, mbr, mbi, lane, LANES, LOG2_LANES, True)
-            vr, vi = _entering_affine(mar, mai, mbr, mbi, lane, carry_r, carry_i, LANES, True)
-            v3r, v3i = _step(a3r, a3i, vr, vi, c3r, c3i)
-            v2r, v2i = _step(a2r, a2i, v3r, v3i, c2r, c2i)
-            v1r, v1i = _step(a1r, a1i, v2r, v2i, c1r, c1i)
-            v0r, v0i = _step(a0r, a0i, v1r, v1i, c0r, c0i)
+            v0r, v0i, v1r, v1i, v2r, v2i, v3r, v3i = _affine_sweep(ar, ai, cr, ci, lane, carry_r, carry_i,
+                                                                   LANES, LOG2_LANES, True)
             # V_{j+1} beside each position: the next column, or the next lane's first (the carry for the last lane)
             nxr = tl.where(lane + 1 < LANES, tl.gather(v0r, tl.minimum(lane + 1, LANES - 1), 0), carry_r)
             nxi = tl.where(lane + 1 < LANES, tl.gather(v0i, tl.minimum(lane + 1, LANES - 1), 0), carry_i)
