@@ -64,6 +64,27 @@ def test_backward_matmul_exact_and_total_within_two_percent(case):
         assert abs(total - result.total()) <= 0.02 * result.total()
 
 
+# (d, N, f, backend): small layers, where the non-matmul families weigh most
+_BACKWARD_CONFIGS = [LayerConfig(d_model=32, n_seq=64), LayerConfig(d_model=32, n_seq=48, downsample=3, interp="cubic"),
+                     LayerConfig(d_model=16, n_seq=32, num_experts=2, top_k=2, backend="reference")]
+
+
+@pytest.mark.parametrize("config", _BACKWARD_CONFIGS, ids=lambda c: f"d{c.d_model}-n{c.n_seq}-f{c.downsample}-{c.backend}")
+@pytest.mark.parametrize("name", VARIANTS)
+def test_backward_ratios_estimate_the_non_matmul_backward_within_12_percent(name, config):
+    """BACKWARD_RATIO against an independent count: the op counter on the real backward.
+
+    The total is dominated by the (exact) matmuls, so the 2 % test above barely sees the ratios; here
+    everything but the matmuls is compared. Measured when written: analytic/counted 0.91-1.09 over
+    the four variants at these and similar configs (per family the estimate is further off, e.g.
+    the counter files a bias gradient under reduction)."""
+    result = count_flops(build(name, config), torch.randn(2, config.n_seq, config.d_model), backward=True)
+    analytic = analytic_flops(name, config, batch=2, backward=True)
+    analytic -= analytic_family_totals(name, config, batch=2, backward=True)["matmul"]
+    counted = result.total() - result.total(family="matmul")
+    assert abs(analytic - counted) <= 0.12 * counted, (analytic, counted)
+
+
 @pytest.mark.parametrize("name", VARIANTS)
 def test_counts_are_the_same_under_no_grad_and_inference_mode(name):
     config = LayerConfig(d_model=16, n_seq=24, sparsity=0.5)
