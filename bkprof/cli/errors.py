@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
 import typer
 import typer.core
@@ -20,6 +21,18 @@ def _say(message: str) -> None:
     print(f"bkprof: error: {message}", file=sys.stderr)
 
 
+class LazyMetavar(str):
+    """A metavar read when the command's options are first needed (Command.get_params).
+
+    A str, not a bare function: some typer releases call string methods on every metavar while the
+    command is built."""
+
+    def __new__(cls, read: Callable[[], str]):
+        self = super().__new__(cls, "CHOICE")
+        self.read = read
+        return self
+
+
 class _FlagsWithoutType:
     """--help lists a flag (--backward, --help) without a `<bool>` value: it takes none; a choice
     option's list of values is read when the command's options are first needed."""
@@ -29,8 +42,8 @@ class _FlagsWithoutType:
         for param in params:
             if getattr(param, "is_flag", False) and param.metavar is None:
                 param.metavar = ""
-            elif callable(param.metavar):  # choices read only now (options.choice_option)
-                param.metavar = param.metavar()
+            elif isinstance(param.metavar, LazyMetavar):  # choices read only now (options.choice_option)
+                param.metavar = param.metavar.read()
         return params
 
 

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Callable, Optional, Sequence
 
 import typer
 
-from bkprof.cli.errors import BadInput
+from bkprof.cli.errors import BadInput, LazyMetavar
 from bkprof.report.model import FORMATS
 from bkprof.variants import registry
 from bkprof.variants.config import INTERPOLATIONS, LayerConfig
@@ -99,7 +99,8 @@ def choice_option(option: str, help: str, choices: Sequence[str] | Callable[[], 
     """`choices`: the library's tuple, or a function returning it (read when --help or the value is
     parsed, so a tuple behind a heavy import does not slow start-up and a registry stays live)."""
     listed = choices if callable(choices) else (lambda: choices)
-    return typer.Option(option, help=help, metavar=lambda: "|".join(listed()), parser=_choice(option, listed))
+    return typer.Option(option, help=help, metavar=LazyMetavar(lambda: "|".join(listed())), parser=_choice(option, listed))
+
 
 
 def text_option(option: str, help: str, metavar: str = "TEXT", callback=None):
