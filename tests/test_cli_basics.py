@@ -24,3 +24,12 @@ def test_unknown_option_is_one_line_exit_2():
     result = subprocess.run([sys.executable, "-m", "bkprof", "--bogus"], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["bkprof: error: No such option: --bogus"]
+
+
+def test_flops_never_imports_torch_dynamo():
+    """torch._dynamo costs about 2 s of `bkprof flops`'s start-up; nothing it runs is compiled."""
+    code = ("import sys, runpy\nsys.argv = ['bkprof', 'flops', '--d-model', '8', '--n-seq', '8', '--backward']\n"
+            "try:\n    runpy.run_module('bkprof', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print('torch._dynamo' in sys.modules, file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stderr.strip().splitlines()[-1] == "False", result.stderr

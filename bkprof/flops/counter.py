@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from bkprof._torch_helpers import skip_dynamo_guard
 from bkprof.flops.components import component_of
 from bkprof.flops.formulas import count_op, has_formula
 
@@ -205,13 +206,4 @@ def count_flops(model: nn.Module, x: torch.Tensor, *, backward: bool = False) ->
     return counter.result
 
 
-def _skip_dynamo_guard(mode_class: type) -> None:
-    """torch wraps every mode's __torch_dispatch__ to keep torch.compile out, importing torch._dynamo
-    (about 2 s) on the first op. The counter never runs under torch.compile: mark the wrapped function
-    as its own disabled form so that import is not needed."""
-    raw = getattr(mode_class.__torch_dispatch__, "__wrapped__", None)
-    if raw is not None:
-        raw.__dynamo_disable = raw
-
-
-_skip_dynamo_guard(OpCounter)
+skip_dynamo_guard(OpCounter.__torch_dispatch__)

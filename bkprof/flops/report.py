@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bkprof._torch_helpers import one_thread
 from bkprof.flops.analytic import analytic_components, analytic_family_totals, backward_components
 from bkprof.flops.claims import claim_variants, evaluate_claims
 from bkprof.flops.counter import count_flops
@@ -60,8 +61,9 @@ def count_variant(name: str, c: LayerConfig, batch: int, backward: bool) -> dict
     """The analytic, op-counter and fvcore accounts of one variant."""
     model = build(name, c, seed=SEED)
     x = _input(c, batch)
-    counted = count_flops(model, x, backward=backward)
-    fv = fvcore_count(model, x)
+    with one_thread():
+        counted = count_flops(model, x, backward=backward)
+        fv = fvcore_count(model, x)
     components = analytic_components(name, c, batch=batch, backward=backward)
     counted_components = counted.by_component("forward")
     if backward:

@@ -27,6 +27,8 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import register_flop_formula
 
+from bkprof._torch_helpers import skip_dynamo_guard
+
 try:
     import triton
     import triton.language as tl
@@ -243,6 +245,9 @@ def _backward(ctx, grad):
 
 
 _grouped_linear_op.register_autograd(_backward, setup_context=_setup_context)
+for _op in (_grouped_linear_op, _input_grad_op, _weight_grad_op):
+    for _kernel in getattr(_op, "_backend_fns", {}).values():
+        skip_dynamo_guard(_kernel)
 
 
 @register_flop_formula(torch.ops.bkprof.grouped_linear)
