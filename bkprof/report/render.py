@@ -144,24 +144,25 @@ def _rich_table(columns: list[_Column], widths: list[int], pad: int, *, title, c
     return out
 
 
-def _record_columns(table: Table) -> list[_Column]:
+def _record_columns(names, rows: list[list[str]]) -> list[_Column]:
     """One "field | value" pair per cell, row after row."""
     fields, values = [], []
-    for row in _rows(table):
-        fields += [str(c) for c in table.frame.columns]
+    for row in rows:
+        fields += [str(c) for c in names]
         values += row
     return [_Column("", fields), _Column("", values)]  # no header: the fields name the values
 
 
 def to_rich(table: Table, width: int = FILE_WIDTH):
     """`table` laid out for `width` columns: side by side if it fits, else one record per row."""
-    columns = [_Column(str(c), [row[i] for row in _rows(table)], _is_numeric(table, c))
+    rows = _rows(table)
+    columns = [_Column(str(c), [row[i] for row in rows], _is_numeric(table, c))
                for i, c in enumerate(table.frame.columns)]
     for pad in (1, 0):
         widths = _widths(columns, width, pad)
         if widths is not None:
             return _rich_table(columns, widths, pad, title=table.title, caption=table.caption)
-    records = _record_columns(table)
+    records = _record_columns(table.frame.columns, rows)
     # the last layout breaks every word but numbers; narrower than a number, numbers break too
     layouts = [(pad, soft) for soft in (SOFT_WORD, SHORT_SOFT_WORD, 1) for pad in (1, 0)]
     for pad, soft in layouts:
@@ -169,7 +170,8 @@ def to_rich(table: Table, width: int = FILE_WIDTH):
         if widths is not None:
             break
     else:
-        pad, widths = 0, [max(1, (width - 3) // 3), max(1, width - 3 - max(1, (width - 3) // 3))]
+        pad, field = 0, max(1, (width - 3) // 3)
+        widths = [field, max(1, width - 3 - field)]
     return _rich_table(records, widths, pad, title=table.title, caption=table.caption, show_header=False,
                        sections=len(table.frame.columns))
 
