@@ -66,8 +66,8 @@ def test_toy_variant_in_flops(toy):
 
 
 def test_toy_variant_in_profile(toy):
-    doc = _json(runner.invoke(app, ["profile", "--device", "cpu", "--variant", "toy", "--variant", "dense",
-                                    "--mode", "forward", "--warmup", "0", "--runs", "2", "--batch", "1",
+    doc = _json(runner.invoke(app, ["profile", "--device", "cpu", "--variant", "toy", "--mode", "forward",
+                                    "--warmup", "0", "--runs", "2", "--batch", "1", "--no-components",
                                     *TOY_ARGS, "--format", "json"]))
     toy_row = next(r for r in doc["rows"] if r["variant"] == "toy")
     assert toy_row["status"] == "ok" and toy_row["median_ms"] > 0

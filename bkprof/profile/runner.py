@@ -85,7 +85,7 @@ def profile_variants(config: LayerConfig, variants: Sequence[str], settings: Pro
 
     >>> import torch
     >>> from bkprof import LayerConfig, ProfileSettings, profile_variants
-    >>> settings = ProfileSettings(torch.device("cpu"), modes=("forward",), batch=1, warmup=0, runs=2)
+    >>> settings = ProfileSettings(torch.device("cpu"), modes=("forward",), batch=1, warmup=0, runs=2, components=False)
     >>> result = profile_variants(LayerConfig(d_model=16, n_seq=32), ["dense"], settings)
     >>> row = result.frame.iloc[0]
     >>> row["variant"], row["mode"], row["status"], bool(row["median_ms"] > 0)
