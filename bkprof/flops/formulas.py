@@ -1,4 +1,4 @@
-"""One registry of per-op FLOP formulas: the counting conventions of bkprof (SPEC section 5).
+"""One registry of per-op FLOP formulas: the counting conventions of bkprof (docs/counting.md).
 
 Each formula takes the op's (args, kwargs, out) and returns {family: FLOPs}. Families:
 `matmul` (2 FLOPs per multiply-accumulate, PyTorch's own convention; fvcore reports the same

@@ -1,4 +1,4 @@
-"""Sparsity training: the losses and the adaptive scheduler of the second source document (SPEC section 6)."""
+"""Sparsity training: the losses and the adaptive scheduler of the second source document (docs/sweeps.md)."""
 
 from bkprof.training.losses import (DEFAULT_DELTA, LOSS_KINDS, balanced_loss, current_sparsity, sparsity_loss,
                                     stats_sparsity, stats_sparsity_loss)

@@ -1,4 +1,4 @@
-"""Sparsity losses of the second source document (SPEC section 6), usable from the variants' stats.
+"""Sparsity losses of the second source document (docs/sweeps.md), usable from the variants' stats.
 
 Current sparsity is 1 - mean(mask): in train mode the sparse layer's mask is a straight-through
 Gumbel-sigmoid, so every loss here sends gradients back into the importance predictor. Nothing is

@@ -1,4 +1,4 @@
-"""The adaptive sparsity scheduler of the second source document (SPEC section 6).
+"""The adaptive sparsity scheduler of the second source document (docs/sweeps.md).
 
 The scheduler keeps a position p on the schedule, an integer from 0 to warmup_steps. Its
 progress is p / warmup_steps (1 when warmup_steps is 0), shaped by the schedule:

@@ -1,4 +1,4 @@
-"""The configuration of one layer, shared by all four variants (defaults from SPEC section 3)."""
+"""The configuration of one layer, shared by all four variants (defaults and constraints: docs/model.md)."""
 
 from __future__ import annotations
 

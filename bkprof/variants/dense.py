@@ -1,4 +1,4 @@
-"""The dense MoE-ResNet-BK layer: MoE-FFN, then the BK-Core spectral branch (SPEC section 3)."""
+"""The dense MoE-ResNet-BK layer: MoE-FFN, then the BK-Core spectral branch (docs/model.md)."""
 
 from __future__ import annotations
 

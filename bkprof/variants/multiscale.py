@@ -1,4 +1,4 @@
-"""Multi-scale processing: N -> N/f -> N around an inner layer at length N/f (SPEC section 3)."""
+"""Multi-scale processing: N -> N/f -> N around an inner layer at length N/f (docs/model.md)."""
 
 from __future__ import annotations
 

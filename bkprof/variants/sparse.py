@@ -1,4 +1,4 @@
-"""Learned sparsity for G_ii: importance predictor, mask, and the interpolators (SPEC section 3)."""
+"""Learned sparsity for G_ii: importance predictor, mask, and the interpolators (docs/model.md)."""
 
 from __future__ import annotations
 
