@@ -378,3 +378,61 @@ def test_run_profile_without_a_cuda_device_skips_profile_metrics(check, tmp_path
     assert result.exit_code == 0 and json.loads(result.stdout)["results"][0]["status"] == expected
     both = check("--thresholds", path, "--run-profile", "--profile", path)
     assert both.exit_code == 2 and both.stderr.strip() == "bkprof: error: give --profile PATH or --run-profile, not both"
+
+
+# --- what the gate refuses to read ----------------------------------------------------------------
+
+def project_baseline() -> dict:
+    return json.loads((REPO / project_thresholds()["baseline"]).read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("bad", ["Infinity", "-Infinity", "NaN", "1e400"])
+def test_a_non_finite_number_anywhere_in_the_baseline_exits_2(check, tmp_path, bad):
+    baseline = tmp_path / "baseline.json"
+    text = json.dumps(project_baseline(), indent=2)
+    # a number nobody's threshold reads: the gate refuses the whole document, not just the metrics it uses
+    baseline.write_text(text.replace('"flops": {', f'"flops": {{"unused": {bad},', 1))
+    path = thresholds_file(tmp_path, {"flops.variants.dense.counted_flops": "{ rel = 0.01 }"}, baseline=baseline)
+    result = check("--thresholds", path)
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"bkprof: error: baseline file {baseline} holds the non-finite number {'Infinity' if bad == '1e400' else bad} "
+        "at flops.unused; a gate compares finite numbers only"]
+
+
+def test_a_non_finite_number_in_a_profile_report_exits_2(check, tmp_path):
+    report = tmp_path / "profile.json"
+    report.write_text('{"rows": [{"variant": "dense", "mode": "forward", "median_ms": Infinity}]}')
+    path = thresholds_file(tmp_path, {"profile.rows[variant=dense,mode=forward].median_ms": "{ max = 1 }"})
+    result = check("--thresholds", path, "--profile", report)
+    assert result.exit_code == 2 and "non-finite number Infinity at rows.0.median_ms" in result.stderr
+
+
+def test_a_baseline_without_its_config_exits_2_unless_told(check, tmp_path):
+    document = project_baseline()
+    del document["flops"]["config"]
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps(document))
+    path = thresholds_file(tmp_path, {"flops.variants.dense.counted_flops": "{ rel = 0.005 }"}, baseline=baseline)
+    result = check("--thresholds", path)
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert f"baseline file {baseline}: the flops document has no config" in result.stderr
+    assert check("--thresholds", path, "--no-config-check").exit_code == 0
+
+
+@pytest.mark.parametrize("name", ["thresholds.toml", "pyproject.toml", "baseline.json", "profile.json"])
+def test_a_binary_or_unreadable_file_is_one_line(check, tmp_path, name):
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps(project_baseline()))
+    path = thresholds_file(tmp_path, {"flops.variants.dense.counted_flops": "{ rel = 0.005 }"}, baseline=baseline)
+    (tmp_path / name).write_bytes(b"\xff\xfe\x00binary\x89PNG")
+    args = ["--thresholds", tmp_path / name] if name.endswith(".toml") else ["--thresholds", path]
+    if name == "profile.json":
+        args += ["--profile", tmp_path / name]
+    result = check(*args)
+    assert result.exit_code == 2
+    what = {"profile.json": "profile report", "baseline.json": "baseline file"}.get(name, "thresholds file")
+    assert result.stderr.strip().splitlines() == [
+        f"bkprof: error: {what} {tmp_path / name} is not UTF-8 text (byte 0: invalid start byte)"]
+    unreadable = check("--thresholds", tmp_path)
+    assert unreadable.exit_code == 2 and unreadable.stderr.strip() == f"bkprof: error: thresholds file {tmp_path} is a folder, not a file"

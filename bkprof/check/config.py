@@ -19,7 +19,6 @@ or at its top level. Every problem is a ThresholdError: one line naming the file
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from bkprof.check.errors import ThresholdError
-from bkprof.check.metrics import SOURCES, MetricError, number, parts
+from bkprof.check.metrics import SOURCES, MetricError, finite, number, parts
 
 BOUNDS = ("min", "max", "rel")
 RATIO = "per"  # `per = "PATH"`: the bounds hold metric / PATH, both read from the same run's document
@@ -125,8 +124,14 @@ def _read_toml(path: Path) -> dict:
             return tomllib.load(handle)
     except FileNotFoundError:
         raise ThresholdError(f"thresholds file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ThresholdError(f"thresholds file {path} is not valid TOML: {error}") from None
+    except IsADirectoryError:
+        raise ThresholdError(f"thresholds file {path} is a folder, not a file") from None
+    except OSError as error:
+        raise ThresholdError(f"thresholds file {path} cannot be read: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise ThresholdError(f"thresholds file {path} is not UTF-8 text (byte {error.start}: {error.reason})") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as error:
+        raise ThresholdError(f"thresholds file {path} is not valid TOML: {str(error).splitlines()[0]}") from None
 
 
 def _thresholds(table: dict, origin: str, folder: Path) -> Thresholds:
@@ -177,7 +182,7 @@ def _entry(metric: str, bounds: dict) -> Entry:
     if not bounds:
         raise ThresholdError(f"threshold {metric}: give min, max or rel")
     for key, value in bounds.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not finite(value):
             raise ThresholdError(f"threshold {metric}: {key} must be a finite number, got {value!r}")
     entry = Entry(metric, **{k: float(v) for k, v in bounds.items()}, per=per)
     if entry.min is not None and entry.max is not None and entry.min > entry.max:

@@ -7,6 +7,7 @@ baseline read back from disk compares exactly with the document that was written
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from bkprof.check.config import FlopsSource, Thresholds, shown
@@ -19,7 +20,8 @@ def current_documents(flops: FlopsSource, profile: str | Path | None = None) -> 
     from bkprof.flops import flops_report
 
     config, variants = _layers(flops)
-    documents = {"flops": _plain_json(flops_report(config, variants, batch=flops.batch, backward=flops.backward))}
+    documents = {"flops": _plain_json(flops_report(config, variants, batch=flops.batch, backward=flops.backward),
+                                     "the current flops document")}
     if profile is not None:
         documents["profile"] = _read_json(Path(profile), "profile report")
     return documents
@@ -43,7 +45,8 @@ def profiled_now(flops: FlopsSource, device: str = "cuda") -> dict | None:
         env = environment(device, resolve_backend(config.backend, device).name)
     except ValueError as error:
         raise ThresholdError(f"cannot profile on {device.type}: {error}") from None
-    return _plain_json(profile_report(profile_variants(config, variants, settings), config, settings, env).payload)
+    return _plain_json(profile_report(profile_variants(config, variants, settings), config, settings, env).payload,
+                       "the profile measured now")
 
 
 def _layers(flops: FlopsSource):
@@ -52,8 +55,12 @@ def _layers(flops: FlopsSource):
     return flops.config or LayerConfig(), list(flops.variants or VARIANTS)
 
 
-def load_baseline(thresholds: Thresholds, documents: dict, path: Path | None) -> dict | None:
-    """The baseline documents when an entry compares against them (its `rel`), else None."""
+def load_baseline(thresholds: Thresholds, documents: dict, path: Path | None, config_check: bool = True) -> dict | None:
+    """The baseline documents when an entry compares against them (its `rel`), else None.
+
+    Each document compared must hold the config it was made for, and that config must be the
+    current one's; `config_check=False` skips both (a baseline from elsewhere, compared on purpose).
+    """
     needing = [e for e in thresholds.entries if e.rel is not None and e.source in documents]
     if not needing:
         return None
@@ -65,7 +72,9 @@ def load_baseline(thresholds: Thresholds, documents: dict, path: Path | None) ->
     baseline = _read_json(path, "baseline file")
     if not isinstance(baseline, dict) or not any(source in baseline for source in SOURCES):
         raise ThresholdError(f"baseline file {shown(path)} is not a bkprof check baseline (no {' or '.join(SOURCES)} document)")
-    _same_flops_config(baseline, documents, path)
+    if config_check:
+        for source in dict.fromkeys(e.source for e in needing):
+            _same_config(source, baseline, documents, path)
     return baseline
 
 
@@ -76,29 +85,73 @@ def write_baseline(path: Path, documents: dict) -> Path:
     return write_atomic(path, json.dumps(documents, indent=2) + "\n")
 
 
-def _same_flops_config(baseline: dict, documents: dict, path: Path) -> None:
+def _same_config(source: str, baseline: dict, documents: dict, path: Path) -> None:
     """Relative tolerances mean nothing between documents computed for different layers."""
-    old = baseline.get("flops", {}).get("config")
-    new = documents.get("flops", {}).get("config")
-    if old is not None and new is not None and old != new:
+    if not isinstance(baseline.get(source), dict):
+        return  # no such document: the metric's own lookup says so
+    old = baseline[source].get("config")
+    new = documents.get(source, {}).get("config")
+    if old is None:
+        raise ThresholdError(f"baseline file {shown(path)}: the {source} document has no config, so it cannot be told "
+                             "to be for the same layers; rerun with --update-baseline (or pass --no-config-check)")
+    if new is not None and old != new:
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         first = changed[0]
         raise ThresholdError(
-            f"baseline file {shown(path)} was made for another flops config ({first}: {old.get(first)!r} -> {new.get(first)!r});"
+            f"baseline file {shown(path)} was made for another {source} config ({first}: {old.get(first)!r} -> {new.get(first)!r});"
             " rerun with --update-baseline"
         )
 
 
-def _plain_json(document: dict) -> dict:
+def _plain_json(document: dict, what: str) -> dict:
     from bkprof.report import Report, render
 
-    return json.loads(render(Report(payload=document, tables=[], results=None), "json"))
+    plain = json.loads(render(Report(payload=document, tables=[], results=None), "json"), parse_constant=_NonFinite)
+    return _finite(plain, what)
+
+
+def _finite(document, what: str):
+    found = non_finite(document)
+    if found is not None:
+        where, text = found
+        raise ThresholdError(f"{what} holds the non-finite number {text} at {where}; a gate compares finite numbers only")
+    return document
+
+
+class _NonFinite:
+    """Where JSON held NaN, Infinity or -Infinity (Python's json reads them; a gate must not)."""
+
+    def __init__(self, text: str):
+        self.text = text
 
 
 def _read_json(path: Path, what: str):
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_NonFinite)
     except FileNotFoundError:
         raise ThresholdError(f"{what} {shown(path)} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ThresholdError(f"{what} {shown(path)} is not readable JSON: {error}") from None
+    except IsADirectoryError:
+        raise ThresholdError(f"{what} {shown(path)} is a folder, not a file") from None
+    except OSError as error:
+        raise ThresholdError(f"{what} {shown(path)} cannot be read: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise ThresholdError(f"{what} {shown(path)} is not UTF-8 text (byte {error.start}: {error.reason})") from None
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise ThresholdError(f"{what} {shown(path)} is not valid JSON: {str(error).splitlines()[0]}") from None
+    return _finite(document, f"{what} {shown(path)}")
+
+
+def non_finite(node, where: str = "the top level") -> tuple[str, str] | None:
+    """(path, text) of the first NaN or infinity in a JSON document (read or built), else None."""
+    stack = [(node, where)]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, _NonFinite):
+            return where, node.text
+        if isinstance(node, float) and not math.isfinite(node):
+            return where, json.dumps(node)
+        if isinstance(node, dict):
+            stack += [(v, f"{where}.{k}" if where != "the top level" else str(k)) for k, v in reversed(node.items())]
+        elif isinstance(node, list):
+            stack += [(v, f"{where}.{i}" if where != "the top level" else str(i)) for i, v in reversed(list(enumerate(node)))]
+    return None

@@ -49,8 +49,10 @@ def metric_value(documents: dict, metric: str) -> float:
         node = _step(node, part, joined(path[:step]) or "the documents")
     if isinstance(node, bool):
         return float(node)
-    if not isinstance(node, (int, float)) or (isinstance(node, float) and math.isnan(node)):
+    if not isinstance(node, (int, float)):
         raise MetricError(f"is {_kind(node)}, not a number")
+    if not finite(node):
+        raise MetricError(f"is {_kind(node)}, not a finite number")
     return float(node)
 
 
@@ -60,6 +62,14 @@ def ratio_value(documents: dict, metric: str, per: str) -> float:
     if denominator == 0:
         raise MetricError(f"per {per} is 0, so the ratio is undefined")
     return metric_value(documents, metric) / denominator
+
+
+def finite(value: int | float) -> bool:
+    """Whether `value` is a number a float holds finitely (an int too large for a float is not)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _step(node, part: str, where: str):

@@ -15,7 +15,8 @@ class CheckSettings:
     `thresholds`: a TOML file (None: the nearest pyproject.toml); `baseline`: the baseline document
     (None: the thresholds' `baseline` key); `profile`: a `bkprof profile --format json` report, or
     `run_profile` to measure one now on a CUDA device; `update_baseline`: rewrite the baseline with
-    the current documents first; `history`: a JSON Lines file this run's metrics are appended to.
+    the current documents first; `history`: a JSON Lines file this run's metrics are appended to;
+    `config_check=False`: compare with a baseline made for other layers, or with no config recorded.
     """
 
     thresholds: Path | None = None
@@ -24,6 +25,7 @@ class CheckSettings:
     run_profile: bool = False
     update_baseline: bool = False
     history: Path | None = None
+    config_check: bool = True
 
     def __post_init__(self) -> None:
         if self.profile is not None and self.run_profile:
@@ -69,7 +71,7 @@ def run_check(settings: CheckSettings) -> Verdict:
     if measured is not None:
         documents["profile"] = measured
         profile = "measured now (--run-profile)"
-    reference = documents if settings.update_baseline else load_baseline(thresholds, documents, baseline)
+    reference = documents if settings.update_baseline else load_baseline(thresholds, documents, baseline, settings.config_check)
     outcomes = compare(thresholds.entries, documents, reference)
     if settings.update_baseline:
         try:

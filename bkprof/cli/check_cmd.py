@@ -31,6 +31,8 @@ TrendOpt = Annotated[Optional[list[str]], text_option(
     "--trend", "Plot this metric run by run from --history into --plot (repeatable).", "METRIC")]
 PlotOpt = Annotated[Optional[str], output_folder_option(
     "--plot", "Write trend-<metric>.png for each --trend into this folder", (".png",))]
+NoConfigCheckOpt = Annotated[bool, flag(
+    "--no-config-check", "Compare with a baseline made for other layers (or with no config recorded) anyway.")]
 UpdateOpt = Annotated[bool, flag(
     "--update-baseline", "Rewrite the baseline (atomically) with the current documents, then check against it.")]
 
@@ -46,6 +48,7 @@ def check(
     history: HistoryOpt = None,
     trend: TrendOpt = None,
     plot: PlotOpt = None,
+    no_config_check: NoConfigCheckOpt = False,
     format: FormatOpt = "table",
     output: Output = None,
 ) -> None:
@@ -57,7 +60,8 @@ def check(
     if trend and (history is None or plot is None):
         raise BadInput("--trend needs --history FILE (the runs) and --plot FOLDER (where the plots go)")
     try:
-        verdict = run_check(CheckSettings(thresholds, baseline, profile, run_profile, update_baseline, history))
+        verdict = run_check(CheckSettings(thresholds, baseline, profile, run_profile, update_baseline, history,
+                                          config_check=not no_config_check))
     except ThresholdError as error:
         raise BadInput(str(error)) from None
     if trend:
