@@ -71,7 +71,8 @@ def run_check(settings: CheckSettings) -> Verdict:
     if measured is not None:
         documents["profile"] = measured
         profile = "measured now (--run-profile)"
-    reference = documents if settings.update_baseline else load_baseline(thresholds, documents, baseline, settings.config_check)
+    reference = documents if settings.update_baseline else \
+        load_baseline(thresholds, documents, baseline, settings.config_check)
     outcomes = compare(thresholds.entries, documents, reference)
     if settings.update_baseline:
         try:

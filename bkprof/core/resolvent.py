@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from bkprof.core import adjoint, sweeps
-
-_FLOAT_DTYPES = (torch.float32, torch.float64)
+from bkprof.core.inputs import checked_inputs
 
 
 @dataclass(frozen=True)
@@ -81,7 +79,9 @@ def tridiag_resolvent_diagonal(
 
     diag has shape (N,) or (B, N); upper (super-diagonal) and lower (sub-diagonal) have shape
     (N-1,) or (B, N-1). Returns complex64 for float32 input and complex128 for float64, with the
-    shape of diag. `check_finite=False` skips the finiteness check (a device sync on GPU).
+    shape of diag. Inputs of very large or very small magnitude are scaled by a power of two first
+    (see bkprof.core.inputs). `check_finite=False` skips the finiteness check and the scaling (both
+    need a device sync on GPU).
 
     >>> import torch
     >>> from bkprof import tridiag_resolvent_diagonal
@@ -93,39 +93,11 @@ def tridiag_resolvent_diagonal(
     >>> g.dtype, torch.allclose(g, exact)
     (torch.complex128, True)
     """
-    _validate(diag, upper, lower, z, check_finite)
+    diag, upper, lower, z, scale = checked_inputs(diag, upper, lower, z, check_finite)
     unbatched = diag.dim() == 1
     if unbatched:
         diag, upper, lower = diag[None], upper[None], lower[None]
     g = resolve_backend(backend, diag.device).run(diag, upper * lower, z)
+    if scale != 1.0:
+        g = g / scale
     return g[0] if unbatched else g
-
-
-def _validate(diag, upper, lower, z, check_finite: bool) -> None:
-    named = {"diag": diag, "upper": upper, "lower": lower}
-    for name, value in named.items():
-        if not isinstance(value, torch.Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-        if value.dtype not in _FLOAT_DTYPES:
-            raise ValueError(f"{name} must be float32 or float64, got {value.dtype}")
-    if diag.dim() not in (1, 2):
-        raise ValueError(f"diag must have shape (N,) or (B, N), got {tuple(diag.shape)}")
-    n = diag.shape[-1]
-    if n == 0:
-        raise ValueError("diag must hold at least one position (N >= 1), got N = 0")
-    expected = (*diag.shape[:-1], n - 1)
-    for name in ("upper", "lower"):
-        value = named[name]
-        if tuple(value.shape) != expected:
-            raise ValueError(f"{name} must have shape {expected} to match diag {tuple(diag.shape)}, "
-                             f"got {tuple(value.shape)}")
-        if value.dtype != diag.dtype:
-            raise ValueError(f"{name} has dtype {value.dtype} but diag has {diag.dtype}")
-        if value.device != diag.device:
-            raise ValueError(f"{name} is on {value.device} but diag is on {diag.device}")
-    if not isinstance(z, (int, float, complex)) or not math.isfinite(abs(complex(z))):
-        raise ValueError(f"z must be a finite number, got {z!r}")
-    if check_finite:
-        for name, value in named.items():
-            if not bool(torch.isfinite(value).all()):
-                raise ValueError(f"{name} contains non-finite values (NaN or Inf)")
