@@ -1,6 +1,7 @@
 """What the Python API accepts: the BK-Core entry point's inputs (and their scaling), LayerConfig, build, layers."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -72,3 +73,48 @@ def test_the_largest_finite_shift_is_scaled_not_overflowed():
     # complex division underflows to 0 here, so the quotient is written out by hand)
     expected = complex(-5e-309, 5e-309)
     assert torch.allclose(got, torch.full((4,), expected, dtype=torch.complex128), rtol=1e-12, atol=0)
+
+
+# --- LayerConfig and the layers ----------------------------------------------------------------
+
+@pytest.mark.parametrize("field, value, message", [
+    ("top_k", 1.5, "top_k must be a positive integer, got 1.5"),
+    ("d_model", True, "d_model must be a positive integer, got True"),
+    ("n_seq", 2**40 + 2, "n_seq must be at most 2^40 = 1,099,511,627,776, got 1099511627778"),
+    ("sparsity", "0.5", "sparsity must be a finite real number, got '0.5'"),
+    ("sparsity", math.nan, "sparsity must be a finite real number, got nan"),
+    ("z", "abc", "z must be a finite (complex) number, got 'abc'"),
+    ("z", complex(math.inf, 0), "z must be a finite (complex) number, got (inf+0j)"),
+    ("tau", math.inf, "tau must be a finite real number, got inf"),
+    ("dropout", None, "dropout must be a finite real number, got None"),
+    ("interp", 3, "interp must be a string, got 3"),
+    ("backend", "bogus", "backend must be one of auto, reference, vectorized, triton, got 'bogus'"),
+])
+def test_every_layer_config_field_is_checked_at_construction(field, value, message):
+    from bkprof.variants import LayerConfig
+
+    with pytest.raises(ValueError) as raised:
+        LayerConfig(**{field: value})
+    assert str(raised.value) == message
+
+
+def test_numpy_numbers_are_numbers():
+    import numpy as np
+
+    from bkprof.variants import LayerConfig
+
+    assert LayerConfig(d_model=np.int64(64), sparsity=np.float32(0.5)).kept == 128  # int(256 * 0.5)
+
+
+@pytest.mark.parametrize("variant", ["dense", "sparse", "multiscale", "combined"])
+def test_a_layer_names_its_config_and_the_input_it_was_given(variant):
+    from bkprof.variants import LayerConfig, build
+
+    layer = build(variant, LayerConfig(n_seq=16, d_model=16, num_experts=2)).eval()
+    for bad in (torch.randn(2, 32, 16), torch.randn(2, 16, 8), torch.randn(16, 16)):
+        with pytest.raises(ValueError, match=rf"built for n_seq=16, d_model=16: the input must have shape "
+                                             rf"\(B, 16, 16\), got {re.escape(str(tuple(bad.shape)))}"):
+            layer(bad)
+    with pytest.raises(ValueError, match="must be a floating-point tensor, got torch.int64"):
+        layer(torch.zeros(2, 16, 16, dtype=torch.int64))
+    assert layer(torch.randn(2, 16, 16))[0].shape == (2, 16, 16)

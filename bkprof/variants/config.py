@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, fields, replace
 
 INTERPOLATIONS = ("learned", "linear", "cubic")
+# A sanity bound on every size and count (2^40, about 1.1e12): far beyond any layer a machine can
+# hold, so it only catches typos and overflowing arithmetic, never a real configuration.
+MAX_SIZE = 2**40
 
 
 @dataclass(frozen=True)
@@ -75,10 +80,57 @@ def kept_positions(n: int, sparsity: float) -> int:
 
 def first_problem(c: LayerConfig) -> str | None:
     """The first invalid field of `c`, as a one-line message naming it, or None."""
-    for name in ("d_model", "n_seq", "num_experts", "downsample"):
+    return _wrong_type(c) or _out_of_range(c)
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and _finite(value)
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
+
+
+def _wrong_type(c: LayerConfig) -> str | None:
+    for name in ("d_model", "n_seq", "num_experts", "top_k", "downsample"):
         value = getattr(c, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            return f"{name} must be a positive integer, got {value!r}"
+        if not _is_integer(value) or value < 1:
+            return f"{name} must be a positive integer, got {_shown(value)}"
+        if value > MAX_SIZE:
+            return f"{name} must be at most 2^{MAX_SIZE.bit_length() - 1} = {MAX_SIZE:,}, got {_shown(value)}"
+    for name in ("sparsity", "tau", "dropout"):
+        value = getattr(c, name)
+        if not _is_real(value):
+            return f"{name} must be a finite real number, got {_shown(value)}"
+    if isinstance(c.z, bool) or not isinstance(c.z, numbers.Complex) or not _finite_complex(c.z):
+        return f"z must be a finite (complex) number, got {_shown(c.z)}"
+    for name in ("interp", "backend"):
+        value = getattr(c, name)
+        if not isinstance(value, str):
+            return f"{name} must be a string, got {_shown(value)}"
+    return None
+
+
+def _finite_complex(value) -> bool:
+    try:
+        return math.isfinite(abs(complex(value)))
+    except OverflowError:
+        return False
+
+
+def _out_of_range(c: LayerConfig) -> str | None:
     if c.d_model % 2:
         return f"d_model must be even (the importance networks use d_model/2), got {c.d_model}"
     if not 1 <= c.top_k <= c.num_experts:
@@ -98,7 +150,30 @@ def first_problem(c: LayerConfig) -> str | None:
         return f"tau must be positive, got {c.tau}"
     if not 0 <= c.dropout < 1:
         return f"dropout must be in [0, 1), got {c.dropout}"
+    return _unknown_backend(c.backend)
+
+
+def _unknown_backend(name: str) -> str | None:
+    if name == "auto":
+        return None  # the default: checked without importing the backends (and torch)
+    from bkprof.core import BACKENDS
+
+    if name not in BACKENDS:
+        return f"backend must be one of auto, {', '.join(BACKENDS)}, got {name!r}"
     return None
+
+
+def check_input(x, c: LayerConfig, layer: str) -> None:
+    """ValueError naming the layer's config and the input's shape when `x` is not a (B, n_seq, d_model) float tensor."""
+    expected = f"(B, {c.n_seq}, {c.d_model})"
+    where = f"{layer} built for n_seq={c.n_seq}, d_model={c.d_model}"
+    shape = getattr(x, "shape", None)
+    if shape is None or not hasattr(x, "is_floating_point"):
+        raise ValueError(f"{where}: the input must be a tensor of shape {expected}, got {type(x).__name__}")
+    if len(shape) != 3 or tuple(shape[1:]) != (c.n_seq, c.d_model):
+        raise ValueError(f"{where}: the input must have shape {expected}, got {tuple(shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{where}: the input must be a floating-point tensor, got {x.dtype}")
 
 
 def field_names() -> list[str]:

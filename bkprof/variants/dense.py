@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from bkprof.core import tridiag_resolvent_diagonal
-from bkprof.variants.config import LayerConfig
+from bkprof.variants.config import LayerConfig, check_input
 from bkprof.variants.grouped import grouped_linear
 
 
@@ -103,6 +103,7 @@ class DenseLayer(nn.Module):
 
     def __init__(self, c: LayerConfig):
         super().__init__()
+        self.config = c
         self.moe = MoEFFN(c)
         self.v_proj = SpectralInput(c)
         self.bk_core = BKCore(c)
@@ -113,6 +114,7 @@ class DenseLayer(nn.Module):
         return torch.view_as_real(self.bk_core(self.v_proj(ffn_out))), {}
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        check_input(x, self.config, type(self).__name__)
         ffn_out, expert_index = self.moe(x)
         features, stats = self.spectral_features(x, ffn_out)
         out = ffn_out + self.bk_scale * self.out_proj(features)

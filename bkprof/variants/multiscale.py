@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bkprof.variants.config import LayerConfig
+from bkprof.variants.config import LayerConfig, check_input
 from bkprof.variants.dense import DenseLayer
 from bkprof.variants.sparse import SparseLayer
 
@@ -53,6 +53,7 @@ class MultiScaleLayer(nn.Module):
 
     def __init__(self, c: LayerConfig, inner: nn.Module):
         super().__init__()
+        self.config = c
         d = c.d_model
         self.down = Downsampler(c)
         self.inner = inner
@@ -62,6 +63,7 @@ class MultiScaleLayer(nn.Module):
         self.s2 = nn.Parameter(torch.tensor(0.3))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        check_input(x, self.config, f"{type(self).__name__} around {type(self.inner).__name__}")
         coarse, scores = self.down(x)
         h, stats = self.inner(coarse)
         x_c = x + self.s1 * self.up(h)
