@@ -25,7 +25,7 @@ def checked_inputs(diag, upper, lower, z, check_finite: bool):
     sync) the inputs are neither checked for NaN/Inf nor scaled (scale 1)."""
     named = {"diag": diag, "upper": upper, "lower": lower}
     for name, value in named.items():
-        _check_tensor(name, value)
+        _check_tensor(name, value, check_finite)
     _check_shapes(diag, named)
     z = _checked_z(z)
     if not check_finite:
@@ -40,11 +40,13 @@ def checked_inputs(diag, upper, lower, z, check_finite: bool):
     return diag / scale, upper / scale, lower / scale, z / scale, scale
 
 
-def _check_tensor(name: str, value) -> None:
+def _check_tensor(name: str, value, check_finite: bool) -> None:
     if not isinstance(value, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    if value.is_meta:
-        raise ValueError(f"{name} is a meta tensor (it has no values); give a tensor on the cpu or a cuda device")
+    if value.is_meta and check_finite:
+        # shapes only (counting FLOPs or memory without allocating) is fine; checking values is not
+        raise ValueError(f"{name} is a meta tensor, which has no values to check; give a tensor on the cpu "
+                         "or a cuda device, or pass check_finite=False to compute shapes only")
     if value.layout != torch.strided:
         raise ValueError(f"{name} must be a dense (strided) tensor, got layout {value.layout}; call .to_dense() first")
     if value.dtype not in FLOAT_DTYPES:
