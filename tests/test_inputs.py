@@ -118,3 +118,15 @@ def test_a_layer_names_its_config_and_the_input_it_was_given(variant):
     with pytest.raises(ValueError, match="must be a floating-point tensor, got torch.int64"):
         layer(torch.zeros(2, 16, 16, dtype=torch.int64))
     assert layer(torch.randn(2, 16, 16))[0].shape == (2, 16, 16)
+
+
+def test_build_takes_a_layer_config_or_a_mapping():
+    from bkprof.variants import LayerConfig, build
+
+    fields = {"n_seq": 16, "d_model": 16, "num_experts": 2}
+    from_mapping, from_config = build("dense", fields), build("dense", LayerConfig(**fields))
+    assert all(torch.equal(a, b) for a, b in zip(from_mapping.state_dict().values(), from_config.state_dict().values()))
+    with pytest.raises(ValueError, match="config has no field 'experts'"):
+        build("dense", {"experts": 2})
+    with pytest.raises(ValueError, match="config must be a LayerConfig or a mapping of its fields, got list"):
+        build("dense", [16, 16])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 
 INTERPOLATIONS = ("learned", "linear", "cubic")
@@ -161,6 +162,20 @@ def _unknown_backend(name: str) -> str | None:
     if name not in BACKENDS:
         return f"backend must be one of auto, {', '.join(BACKENDS)}, got {name!r}"
     return None
+
+
+def as_config(config) -> LayerConfig:
+    """`config` as a LayerConfig: one already, a mapping of its fields, or None for the defaults."""
+    if config is None:
+        return LayerConfig()
+    if isinstance(config, LayerConfig):
+        return config
+    if isinstance(config, Mapping):
+        unknown = sorted(str(k) for k in config if k not in field_names())
+        if unknown:
+            raise ValueError(f"config has no field {unknown[0]!r} (fields: {', '.join(field_names())})")
+        return LayerConfig(**config)
+    raise ValueError(f"config must be a LayerConfig or a mapping of its fields, got {type(config).__name__}")
 
 
 def check_input(x, c: LayerConfig, layer: str) -> None:

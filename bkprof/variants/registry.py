@@ -263,8 +263,9 @@ class _Names(Sequence):
 VARIANTS: Sequence[str] = _Names()
 
 
-def build(name: str, config: LayerConfig | None = None, *, seed: int = 0) -> nn.Module:
-    """The `name` variant for `config` (default: `LayerConfig()`), its parameters drawn from `seed`
+def build(name: str, config: LayerConfig | Mapping | None = None, *, seed: int = 0) -> nn.Module:
+    """The `name` variant for `config` (a LayerConfig or a mapping of its fields; default: `LayerConfig()`),
+    its parameters drawn from `seed`
     (same seed, same module). Every variant maps x (B, N, d) to (out (B, N, d), stats dict).
 
     >>> import torch
@@ -276,10 +277,10 @@ def build(name: str, config: LayerConfig | None = None, *, seed: int = 0) -> nn.
     """
     import torch
 
-    from bkprof.variants.config import LayerConfig
+    from bkprof.variants.config import as_config
 
     spec = get(name)
-    config = config or LayerConfig()
+    config = as_config(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return spec.build(config)
