@@ -179,13 +179,13 @@ def test_sigterm_during_a_sweep_leaves_the_old_set_and_no_temporary(tmp_path):
 
 @pytest.mark.parametrize("command", [["flops"], ["profile", "--device", "cpu"], ["sweep"], ["schedule"], ["check"]])
 def test_every_command_refuses_a_folder_as_output_before_any_work(command, tmp_path, monkeypatch):
-    import bkprof.flops
+    import bkprof.flops.report
     import bkprof.profile
 
     def no_work(*args, **kwargs):
         raise AssertionError("work started before the output path was checked")
 
-    for module, name in [(bkprof.flops, "flops_report"), (bkprof.profile, "profile_variants")]:
+    for module, name in [(bkprof.flops.report, "flops_report"), (bkprof.profile, "profile_variants")]:
         monkeypatch.setattr(module, name, no_work)
     result = runner.invoke(app, [*command, "--output", str(tmp_path)])
     assert result.exit_code == 2

@@ -9,6 +9,7 @@ import typer
 import typer.core
 
 from bkprof.report.io import OutputError
+from bkprof.sizes import TooLarge
 
 BAD_INPUT = 2
 
@@ -58,8 +59,11 @@ class OneLineErrors(_FlagsWithoutType, typer.core.TyperGroup):
         kwargs["standalone_mode"] = False
         try:
             code = super().main(*args, **kwargs)
-        except (BadInput, OutputError) as error:
+        except (BadInput, OutputError, TooLarge) as error:
             _say(str(error))
+            sys.exit(BAD_INPUT)
+        except MemoryError:
+            _say("out of memory (Python could not allocate); lower the sizes or the batch")
             sys.exit(BAD_INPUT)
         except OSError as error:
             # a path the system refused (output paths are checked before the work, input files as they
@@ -71,6 +75,9 @@ class OneLineErrors(_FlagsWithoutType, typer.core.TyperGroup):
             _say("aborted")
             sys.exit(1)
         except Exception as error:
+            if _out_of_memory(error):
+                _say(f"out of memory: {_first_line(error)}; lower the sizes or the batch")
+                sys.exit(BAD_INPUT)
             # click's UsageError / BadParameter (vendored by newer typer, imported by older)
             if not hasattr(error, "format_message") or not hasattr(error, "exit_code"):
                 raise
@@ -78,3 +85,17 @@ class OneLineErrors(_FlagsWithoutType, typer.core.TyperGroup):
                 _say(error.format_message())
             sys.exit(error.exit_code)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """An allocator failure (CPU or CUDA); only asked when torch is loaded, since only torch raises one."""
+    if "torch" not in sys.modules:
+        return False
+    from bkprof.profile.memory import is_out_of_memory
+
+    return is_out_of_memory(error)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

@@ -23,8 +23,9 @@ import typer
 
 from bkprof.cli.errors import BadInput, LazyMetavar
 from bkprof.report.model import FORMATS
+from bkprof.sizes import MAX_RUNS, MAX_STEPS  # noqa: F401  (the commands' bounds, from the library)
 from bkprof.variants import registry
-from bkprof.variants.config import INTERPOLATIONS, LayerConfig
+from bkprof.variants.config import INTERPOLATIONS, MAX_SIZE, LayerConfig
 from bkprof.variants.fields import FIELDS
 
 LAYER = LayerConfig()
@@ -32,15 +33,21 @@ LAYER = LayerConfig()
 
 # ---- one wording for every check ----------------------------------------------------------------
 
-def positive(option: str, value: int) -> int:
+def positive(option: str, value: int, at_most: int | None = None) -> int:
     if value < 1:
         raise BadInput(f"{option} must be a positive integer, got {value}")
-    return value
+    return _at_most(option, value, at_most)
 
 
-def non_negative(option: str, value: int) -> int:
+def non_negative(option: str, value: int, at_most: int | None = None) -> int:
     if value < 0:
         raise BadInput(f"{option} must be a non-negative integer, got {value}")
+    return _at_most(option, value, at_most)
+
+
+def _at_most(option: str, value: int, limit: int | None) -> int:
+    if limit is not None and value > limit:
+        raise BadInput(f"{option} must be at most {limit:,}, got {value:,}")
     return value
 
 
@@ -55,9 +62,12 @@ def _integer(option: str) -> Callable[[str], int]:
         if isinstance(text, int):
             return text
         try:
-            return int(text)
+            value = int(text)
         except ValueError:
             raise BadInput(f"{option} {text!r}: not an integer") from None
+        if abs(value) > MAX_SIZE:  # no count or size bkprof takes comes near; Python ints never overflow
+            raise BadInput(f"{option} {text!r}: too large (at most 2^{MAX_SIZE.bit_length() - 1} = {MAX_SIZE:,})")
+        return value
 
     return parse
 

@@ -9,7 +9,7 @@ import typer
 
 from bkprof.cli import app
 from bkprof.cli.errors import BadInput, Command
-from bkprof.cli.options import (FormatOpt, LayerOptions, Output, Variants, checked_backend, checked_device,
+from bkprof.cli.options import (MAX_RUNS, FormatOpt, LayerOptions, Output, Variants, checked_backend, checked_device,
                                 choice_option, device_option, emit_report, flag, integer_option, non_negative,
                                 number_option, output_folder_option, positive, profile_modes, progress_bar,
                                 variant_names, with_layer_options)
@@ -64,9 +64,11 @@ def profile(
     from bkprof.profile import profile_variants
     from bkprof.profile.report import environment, profile_report
     from bkprof.report.io import output_folders
+    from bkprof.sizes import check_fits
 
     names = variant_names(variant)
     env = environment(settings.device, checked_backend(config.backend, settings.device))
+    check_fits(names, config, settings.batch, settings.modes, settings.device)
     rows_started = itertools.count()
     described = {"config": config.as_dict(), "variants": names, "modes": settings.modes, "batch": settings.batch,
                  "warmup": settings.warmup, "runs": settings.runs, "device": str(settings.device)}
@@ -89,8 +91,8 @@ def profile(
 def _settings(device: str, modes, batch: int, warmup: int, runs: int, graphs: bool, ops: int, components: bool):
     from bkprof.profile import ProfileSettings
 
-    non_negative("--warmup", warmup)
-    positive("--runs", runs)
+    non_negative("--warmup", warmup, MAX_RUNS)
+    positive("--runs", runs, MAX_RUNS)
     non_negative("--ops", ops)
     target = checked_device(device)
     if graphs and target.type != "cuda":

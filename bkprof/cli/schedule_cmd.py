@@ -69,5 +69,10 @@ def schedule(
         raise BadInput(str(error)) from None
     layer.config(sparsity=initial_sparsity)  # every target between the two ends is then valid too
     config = layer.config(sparsity=final_sparsity)
+    if settings.runs:
+        from bkprof.sizes import check_fits
+
+        # the loss is timed against a train-mode step
+        check_fits(settings.variants, config, settings.batch, ("train",), settings.device)
 
     emit_report(settings.report(scheduler, config), format, output)

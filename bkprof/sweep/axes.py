@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from bkprof.variants.config import INTERPOLATIONS
+from bkprof.variants.config import INTERPOLATIONS, MAX_SIZE
 from bkprof.variants.fields import FIELDS
 
 # More values than this on one axis is a typo (a step of 0.0001, say), not a sweep.
@@ -81,6 +81,8 @@ def _parse_item(axis: Axis, item: str) -> list:
 def _arithmetic(axis: Axis, item: str, start: Decimal, stop: Decimal, step: Decimal) -> list[Decimal]:
     if step <= 0:
         raise ValueError(f"{axis.option} {item!r}: the step must be positive")
+    if stop - start >= step * MAX_VALUES:  # checked before dividing: (stop - start) / 1e-99999999 overflows
+        _check_count(axis, item, MAX_VALUES + 1)
     count = int((stop - start) / step) + 1
     _check_count(axis, item, count)
     return [start + i * step for i in range(count)]
@@ -108,6 +110,8 @@ def _number(axis: Axis, text: str, item: str, as_int: bool | None = None) -> Dec
         raise ValueError(f"{axis.option} {item!r}: {text.strip()!r} is not a number") from None
     if not value.is_finite():
         raise ValueError(f"{axis.option} {item!r}: {text.strip()!r} is not a finite number")
+    if value.copy_abs() > MAX_SIZE:  # copy_abs: no rounding, so no decimal.Overflow on 1e999999999
+        raise ValueError(f"{axis.option} {item!r}: {text.strip()!r} is too large (at most {MAX_SIZE:,})")
     if (axis.kind is int if as_int is None else as_int) and value != value.to_integral_value():
         raise ValueError(f"{axis.option} {item!r}: {text.strip()!r} is not an integer")
     return value

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from bkprof.report import Report, render, write_atomic
+from bkprof.sizes import MAX_RUNS
 from bkprof.sweep.axes import AXES, parse_axis
 from bkprof.sweep.run import SweepPlan, point_config, run_sweep
 
@@ -56,6 +57,9 @@ class SweepSettings:
             raise ValueError(f"--runs must be a positive integer, got {self.runs}")
         if isinstance(self.warmup, bool) or self.warmup < 0:
             raise ValueError(f"--warmup must be a non-negative integer, got {self.warmup}")
+        for name in ("runs", "warmup"):
+            if getattr(self, name) > MAX_RUNS:
+                raise ValueError(f"--{name} must be at most {MAX_RUNS:,}, got {getattr(self, name):,}")
         if self.preset is not None and self.preset not in PRESETS:
             raise ValueError(f"--preset {self.preset!r}: must be one of {', '.join(PRESETS)}")
 

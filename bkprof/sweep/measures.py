@@ -29,6 +29,9 @@ def flops_measure(train: bool = False, count: bool = False, device: str = "cpu")
             row["analytic_train_flops"] = analytic_flops(variant, config, batch=batch, backward=True, device=device)
         if count:
             from bkprof.flops.counter import count_flops
+            from bkprof.sizes import check_fits
+
+            check_fits([variant], config, batch, ["forward"], "cpu")
             from bkprof.variants import build
 
             x = torch.randn(batch, config.n_seq, config.d_model, generator=torch.Generator().manual_seed(0))
@@ -50,6 +53,9 @@ def profile_measure(device: str, mode: str, warmup: int, runs: int):
 
         from bkprof.profile import ProfileSettings, profile_variants
 
+        from bkprof.sizes import check_fits
+
+        check_fits([variant], config, batch, [mode], device)
         settings = ProfileSettings(torch.device(device), modes=(mode,), batch=batch, warmup=warmup, runs=runs)
         row = profile_variants(config, [variant], settings).frame.iloc[0]
         if row["status"] != "ok":
@@ -82,6 +88,9 @@ def interpolation_error_measure(seed: int = 0):
         from bkprof.variants import build
         from bkprof.variants.sparse import Interpolation
 
+        from bkprof.sizes import check_fits
+
+        check_fits([variant], config, batch, ["forward"], "cpu")
         model = build(variant, config, seed=seed).eval()
         interpolators = [m for m in model.modules() if isinstance(m, Interpolation)]
         if not interpolators:

@@ -40,6 +40,11 @@ class ScheduleSettings:
                 raise ValueError(f"{option} must be a positive integer, got {value}")
         if isinstance(self.runs, bool) or self.runs < 0:
             raise ValueError(f"--runs must be a non-negative integer, got {self.runs}")
+        from bkprof.sizes import MAX_RUNS, MAX_STEPS
+
+        for option, value, limit in (("--steps", self.steps, MAX_STEPS), ("--runs", self.runs, MAX_RUNS)):
+            if value > limit:
+                raise ValueError(f"{option} must be at most {limit:,}, got {value:,}")
         for kind in self.kinds:
             if kind not in LOSS_KINDS:
                 raise ValueError(f"--loss {kind!r}: must be one of {', '.join(LOSS_KINDS)}")
