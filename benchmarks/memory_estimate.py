@@ -16,7 +16,7 @@ import sys
 def one(variant: str, mode: str) -> str:
     import torch
 
-    from bkprof.sizes import _meta_step_bytes
+    from bkprof.sizes import _meta_step_bytes, run_step
     from bkprof.variants import LayerConfig, build
 
     torch.set_num_threads(1)
@@ -25,12 +25,7 @@ def one(variant: str, mode: str) -> str:
     parameters = sum(p.numel() * p.element_size() for p in model.parameters())
     estimate = _meta_step_bytes(variant, config, batch, train) - parameters * (4 if train else 1) - x.numel() * 4
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    if train:
-        out, _ = model.train()(x)
-        out.sum().backward()
-    else:
-        with torch.no_grad():
-            model.eval()(x)
+    run_step(model, x, train)
     rise = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
     return f"| {variant} | {mode} | {rise / 2**20:,.0f} | {estimate / 2**20:,.0f} | {estimate / rise:.2f} |"
 

@@ -60,13 +60,20 @@ def _meta_step_bytes(variant: str, config, batch: int, train: bool) -> int:
     state = parameters * 3 if train else 0  # gradients, Adam's exp_avg and exp_avg_sq
     live = _LiveBytes()
     with live:
-        if train:
-            out, _ = model.train()(x)
-            out.sum().backward()
-        else:
-            with torch.no_grad():
-                model.eval()(x)
+        run_step(model, x, train)
     return parameters + state + x.numel() * x.element_size() + live.peak
+
+
+def run_step(model, x, train: bool) -> None:
+    """What the estimate runs: forward + backward of out.sum() (train), or an eval forward without grad."""
+    import torch
+
+    if train:
+        out, _ = model.train()(x)
+        out.sum().backward()
+    else:
+        with torch.no_grad():
+            model.eval()(x)
 
 
 def _LiveBytes():

@@ -27,7 +27,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from bkprof.check.errors import ThresholdError
+from bkprof.check.errors import ThresholdError, read_text
 from bkprof.check.metrics import SOURCES, MetricError, finite, number, parts
 
 BOUNDS = ("min", "max", "rel")
@@ -119,17 +119,9 @@ def shown(path: Path) -> Path:
 
 
 def _read_toml(path: Path) -> dict:
+    text = read_text(path, f"thresholds file {path}")
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise ThresholdError(f"thresholds file {path} does not exist") from None
-    except IsADirectoryError:
-        raise ThresholdError(f"thresholds file {path} is a folder, not a file") from None
-    except OSError as error:
-        raise ThresholdError(f"thresholds file {path} cannot be read: {error.strerror or error}") from None
-    except UnicodeDecodeError as error:
-        raise ThresholdError(f"thresholds file {path} is not UTF-8 text (byte {error.start}: {error.reason})") from None
+        return tomllib.loads(text)
     except (tomllib.TOMLDecodeError, RecursionError) as error:
         raise ThresholdError(f"thresholds file {path} is not valid TOML: {str(error).splitlines()[0]}") from None
 

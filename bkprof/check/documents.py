@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from bkprof.check.config import FlopsSource, Thresholds, shown
-from bkprof.check.errors import ThresholdError
+from bkprof.check.errors import ThresholdError, read_text
 from bkprof.check.metrics import SOURCES
 
 
@@ -126,19 +126,12 @@ class _NonFinite:
 
 
 def _read_json(path: Path, what: str):
+    named = f"{what} {shown(path)}"
     try:
-        document = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_NonFinite)
-    except FileNotFoundError:
-        raise ThresholdError(f"{what} {shown(path)} does not exist") from None
-    except IsADirectoryError:
-        raise ThresholdError(f"{what} {shown(path)} is a folder, not a file") from None
-    except OSError as error:
-        raise ThresholdError(f"{what} {shown(path)} cannot be read: {error.strerror or error}") from None
-    except UnicodeDecodeError as error:
-        raise ThresholdError(f"{what} {shown(path)} is not UTF-8 text (byte {error.start}: {error.reason})") from None
+        document = json.loads(read_text(path, named), parse_constant=_NonFinite)
     except (json.JSONDecodeError, RecursionError) as error:
-        raise ThresholdError(f"{what} {shown(path)} is not valid JSON: {str(error).splitlines()[0]}") from None
-    return _finite(document, f"{what} {shown(path)}")
+        raise ThresholdError(f"{named} is not valid JSON: {str(error).splitlines()[0]}") from None
+    return _finite(document, named)
 
 
 def non_finite(node, where: str = "the top level") -> tuple[str, str] | None:
