@@ -1,0 +1,126 @@
+"""The WikiText corpus: which files to read, the word vocabulary, and the token streams.
+
+bkprof ships the validation and test splits of WikiText-2 (`bkprof/data/wikitext-2/`): the models
+train on the validation text and are evaluated on the test text. A full copy of WikiText has a
+training split too; `--corpus DIR` reads either layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+UNK = "<unk>"
+EOS = "<eos>"    # closes every line, as the usual WikiText language-model setup does
+MASK = "<mask>"  # the input token of a position whose word is to be predicted (masked objective)
+
+# (train, test) file names in the order they are tried; the first layout found in the folder wins
+LAYOUTS = (
+    ("wiki.train.tokens", "wiki.test.tokens"),
+    ("train.txt", "test.txt"),
+    ("valid.txt", "test.txt"),
+)
+
+
+@dataclass(frozen=True)
+class CorpusFiles:
+    train: Path
+    test: Path
+
+    def describe(self) -> str:
+        return f"trained on {self.train.name}, evaluated on {self.test.name} ({self.train.parent})"
+
+
+def bundled_folder() -> Path:
+    """The WikiText-2 validation and test splits that ship with bkprof (CC BY-SA 3.0, see their README)."""
+    return Path(__file__).resolve().parent.parent / "data" / "wikitext-2"
+
+
+def corpus_files(folder: str | Path | None = None) -> CorpusFiles:
+    """The training and test files of a WikiText folder; ValueError naming the folder when it has neither layout."""
+    folder = Path(folder) if folder is not None else bundled_folder()
+    if not folder.is_dir():
+        raise ValueError(f"--corpus {folder}: not a folder")
+    for train, test in LAYOUTS:
+        if (folder / train).is_file() and (folder / test).is_file():
+            return CorpusFiles(folder / train, folder / test)
+    wanted = "; ".join(f"{a} + {b}" for a, b in LAYOUTS)
+    raise ValueError(f"--corpus {folder}: no WikiText layout found (wanted {wanted})")
+
+
+def words(text: str) -> list[str]:
+    """Whitespace-separated words of every line, each line closed by <eos> (blank lines give <eos> alone)."""
+    out: list[str] = []
+    for line in text.splitlines():
+        out += line.split()
+        out.append(EOS)
+    return out
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Words of the training text, most frequent first (ties alphabetical); <unk> stands for any other word.
+
+    <mask> is the last id: an input symbol only, never a word to predict.
+    """
+
+    itos: tuple[str, ...]
+
+    @classmethod
+    def from_words(cls, training_words: list[str]) -> "Vocabulary":
+        counts = Counter(training_words)
+        counts.setdefault(UNK, 0)
+        counts.pop(MASK, None)
+        ordered = sorted(counts, key=lambda w: (-counts[w], w))
+        return cls(tuple(ordered) + (MASK,))
+
+    @property
+    def size(self) -> int:
+        return len(self.itos)
+
+    @property
+    def predictable(self) -> int:
+        """Ids 0..predictable-1 are words a model predicts (everything but <mask>)."""
+        return len(self.itos) - 1
+
+    @property
+    def mask_id(self) -> int:
+        return len(self.itos) - 1
+
+    def encode(self, text_words: list[str]):
+        import torch
+
+        index = {w: i for i, w in enumerate(self.itos[:-1])}
+        unk = index[UNK]
+        return torch.tensor([index.get(w, unk) for w in text_words], dtype=torch.long)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    files: CorpusFiles
+    vocab: Vocabulary
+    train: "object"   # LongTensor of token ids
+    test: "object"
+    fingerprint: str  # sha256 of both files' bytes: runs on different text never mix on --resume
+
+    def describe(self) -> dict:
+        return {"folder": str(self.files.train.parent), "train_file": self.files.train.name,
+                "test_file": self.files.test.name, "train_tokens": int(len(self.train)),
+                "test_tokens": int(len(self.test)), "vocabulary": self.vocab.size, "sha256": self.fingerprint,
+                "note": f"{self.files.describe()}; words outside the training text's vocabulary read as {UNK}, "
+                        f"every line ends with {EOS}"}
+
+
+def load_corpus(folder: str | Path | None = None) -> Corpus:
+    files = corpus_files(folder)
+    digest = hashlib.sha256()
+    texts = []
+    for path in (files.train, files.test):
+        data = path.read_bytes()
+        digest.update(data)
+        texts.append(data.decode("utf-8"))
+    train_words, test_words = words(texts[0]), words(texts[1])
+    vocab = Vocabulary.from_words(train_words)
+    return Corpus(files, vocab, vocab.encode(train_words), vocab.encode(test_words), digest.hexdigest())

@@ -1,0 +1,66 @@
+"""Training FLOPs per token of a whole language model, from bkprof's op counter.
+
+Counted on the CPU (BK-Core backend `vectorized`), one sequence, train mode: forward from the
+embedded input to the logits of the hidden positions (1 in `groups`, as in training), plus the
+backward pass. 2 FLOPs per multiply-accumulate. Not counted: the embedding lookup and its gradient
+(a gather and a scatter-add of N x d), the loss (log-softmax and NLL over the hidden positions'
+logits) and the optimizer step. Divided by N: per input position ("per training token").
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bkprof.flops.analytic import analytic_components
+from bkprof.flops.claims import evaluate_claims
+from bkprof.flops.counter import CountResult, OpCounter
+from bkprof.flops.published import published_accounting
+from bkprof.validate.model import FromEmbeddings, LanguageModel, StackOnly
+from bkprof.variants import VARIANTS
+
+CONVENTION = ("FLOPs = 2 per multiply-accumulate (bkprof op counter, CPU, vectorized BK-Core), train mode, "
+              "forward + backward of one sequence divided by its N positions; embedding lookup, loss and "
+              "optimizer step not counted")
+
+
+def counting_positions(n: int, groups: int) -> torch.Tensor:
+    """The hidden positions of the counted sequence: every `groups`-th one (n // groups of them, at least 1)."""
+    where = torch.zeros(1, n, dtype=torch.bool)
+    where[0, ::groups] = True
+    return where
+
+
+def _train_step_flops(module: torch.nn.Module, x: torch.Tensor) -> CountResult:
+    """Forward + backward under the op counter, without its per-layer component attribution (the
+    model's module names are not a layer's): every op is counted once, the total is what is used."""
+    module.train()
+    x = x.detach().requires_grad_()
+    counter = OpCounter(module)
+    with counter:
+        out, _ = module(x)
+    seed = torch.ones_like(out)  # made outside the counter: only autograd's own ops count
+    with counter:
+        counter.phase = "backward"
+        out.backward(seed)
+    return counter.result
+
+
+def train_flops_per_token(spec, recipe, vocab) -> dict:
+    """Whole model and blocks only, forward + backward, per token; ops the counter has no formula for."""
+    config = spec.layer_config(recipe).with_(backend="vectorized")
+    model = LanguageModel(spec.variant, config, recipe.layers, vocab.size, vocab.predictable, seed=spec.seed)
+    x = torch.randn(1, recipe.n_seq, recipe.d_model, generator=torch.Generator().manual_seed(0))
+    whole = _train_step_flops(FromEmbeddings(model, counting_positions(recipe.n_seq, recipe.groups)), x)
+    blocks = _train_step_flops(StackOnly(model.stack), x)
+    missing = dict(whole.missing)
+    return {
+        "train_flops_per_token": whole.total() / recipe.n_seq,
+        "blocks_train_flops_per_token": blocks.total() / recipe.n_seq,
+        "ops_without_formula": missing,
+    }
+
+
+def layer_claims(spec, recipe) -> list[dict]:
+    """bkprof flops' claims (published formula against the full forward count of one layer) at the run's config."""
+    config = spec.layer_config(recipe)
+    return evaluate_claims(published_accounting(config), {name: analytic_components(name, config) for name in VARIANTS})

@@ -1,0 +1,87 @@
+"""A small ResNet-BK language model: token embedding, pre-norm residual blocks of one variant, LM head.
+
+Every block is x + layer(LayerNorm(x)), the layer being one of the four variants; a final LayerNorm
+and a Linear head give the logits over the words. The layers see the whole sequence (the BK-Core's
+G_ii depends on every position, the multi-scale pooling mixes neighbours, the importance predictor
+and the interpolator are convolutions), so the model is trained and scored on masked words: the
+positions to predict read <mask> at the input, and only their logits are computed.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bkprof.variants import LayerConfig, build
+
+
+class Block(nn.Module):
+    def __init__(self, variant: str, config: LayerConfig, seed: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(config.d_model)
+        self.layer = build(variant, config, seed=seed)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        out, stats = self.layer(self.norm(x))
+        return x + out, stats
+
+
+class Stack(nn.Module):
+    """The blocks and the final LayerNorm: (B, N, d) -> (B, N, d) and each block's stats."""
+
+    def __init__(self, variant: str, config: LayerConfig, layers: int, seed: int):
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(variant, config, seed * 1000 + i) for i in range(layers))
+        self.norm = nn.LayerNorm(config.d_model)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
+        stats = []
+        for block in self.blocks:
+            x, s = block(x)
+            stats.append(s)
+        return self.norm(x), stats
+
+
+class LanguageModel(nn.Module):
+    def __init__(self, variant: str, config: LayerConfig, layers: int, vocab_size: int, predictable: int,
+                 seed: int):
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.embed = nn.Embedding(vocab_size, config.d_model)
+            self.head = nn.Linear(config.d_model, predictable)
+        self.stack = Stack(variant, config, layers, seed)
+
+    def forward(self, tokens: torch.Tensor, where: torch.Tensor | None = None) -> tuple[torch.Tensor, list[dict]]:
+        """Logits (K, V) at the K positions `where` (a (B, N) bool mask; None: every position) and the blocks' stats."""
+        hidden, stats = self.stack(self.embed(tokens))
+        picked = hidden.reshape(-1, hidden.shape[-1]) if where is None else hidden[where]
+        return self.head(picked), stats
+
+
+class FromEmbeddings(nn.Module):
+    """The model from its embedded input to the logits at fixed positions, as the op counter wants it
+    ((B, N, d) float in, (output, stats) out)."""
+
+    def __init__(self, model: LanguageModel, where: torch.Tensor | None):
+        super().__init__()
+        self.model, self.where = model, where
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        hidden, _ = self.model.stack(x)
+        picked = hidden.reshape(-1, hidden.shape[-1]) if self.where is None else hidden[self.where]
+        return self.model.head(picked), {}
+
+
+class StackOnly(nn.Module):
+    def __init__(self, stack: Stack):
+        super().__init__()
+        self.stack = stack
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        return self.stack(x)[0], {}
+
+
+def masks_of(stats: list[dict]) -> list[torch.Tensor]:
+    """The importance masks of the blocks that have one (sparse and combined layers)."""
+    return [s["mask"] for s in stats if "mask" in s]
