@@ -306,13 +306,15 @@ def checked_device(name: str):
 def progress_bar(total: int, description: str):
     """A transient rich progress bar on stderr (so JSON/CSV on stdout stay clean).
 
-    Yields `update(text, advance=None, completed=None)`.
+    Yields `update(text, advance=None, completed=None, total=None)` (`total` replaces the one given).
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(description, total=total)
-        yield lambda text, advance=None, completed=None: bar.update(
-            task, description=text, advance=advance, completed=completed)
+        yield lambda text, advance=None, completed=None, total=None: bar.update(
+            task, description=text, advance=advance, completed=completed, total=total)

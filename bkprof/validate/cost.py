@@ -34,6 +34,7 @@ def _train_step_flops(module: torch.nn.Module, x: torch.Tensor) -> CountResult:
     """Forward + backward under the op counter, without its per-layer component attribution (the
     model's module names are not a layer's): every op is counted once, the total is what is used."""
     module.train()
+    module.zero_grad(set_to_none=True)  # else the second count would add into the first one's .grad
     x = x.detach().requires_grad_()
     counter = OpCounter(module)
     with counter:

@@ -22,13 +22,13 @@ PROGRESS_EVERY = 10  # steps between progress messages from a worker process
 
 
 def variant_settings(variant: str) -> tuple[bool, bool]:
-    """(has a sparsity setting, has a downsampling setting), read off the modules the variant builds."""
-    from bkprof.variants import LayerConfig, build
-    from bkprof.variants.multiscale import Downsampler
-    from bkprof.variants.sparse import ImportanceMask
+    """(has a sparsity setting, has a downsampling setting), from the variant registry: the first when
+    its layers have an importance mask, the second when its BK-Core runs at a length set by --downsample."""
+    from bkprof.variants import LayerConfig, registry
 
-    kinds = {type(m) for m in build(variant, LayerConfig(d_model=8, n_seq=8, num_experts=1)).modules()}
-    return ImportanceMask in kinds, Downsampler in kinds
+    spec = registry.get(variant)
+    short, long = (spec.bk_core_length(LayerConfig(d_model=8, n_seq=8, downsample=f)) for f in (1, 2))
+    return spec.sparsity_mask, short != long
 
 
 def plan_runs(variants: list[str], sparsities: list[float], downsamples: list[int], seeds: int) -> list[RunSpec]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bkprof.sweep.plots import VARIANT_COLOURS, _pyplot, save_png
+from bkprof.sweep.plots import _pyplot, save_png, variant_colour
 
 PLOTS = {
     "ppl_vs_flops.png": ("train_flops_per_token", "training FLOPs per token (forward + backward, op counter)"),
@@ -19,7 +19,7 @@ def _label(row: dict) -> str:
 
 def _frontier(ax, rows: list[dict], x_key: str, x_label: str, doc: dict) -> None:
     for row in rows:
-        colour = VARIANT_COLOURS.get(row["variant"], "black")
+        colour = variant_colour(row["variant"]) or "black"
         std = row["test_ppl_std"] or 0.0
         ax.errorbar(row[x_key], row["test_ppl_mean"], yerr=std, fmt="o", color=colour, capsize=3)
         ax.annotate(_label(row), (row[x_key], row["test_ppl_mean"]), textcoords="offset points", xytext=(4, 4),

@@ -26,11 +26,11 @@ from bkprof.variants import LayerConfig
 class Recipe:
     """Training settings shared by every run of a grid."""
 
-    d_model: int = 64
+    d_model: int = 32
     n_seq: int = 64
     layers: int = 2
-    tokens: int = 200_000        # training budget: input positions seen (batch x n_seq per step)
-    batch: int = 16
+    tokens: int = 16_384         # training budget: input positions seen (batch x n_seq per step)
+    batch: int = 8
     lr: float = 3e-3
     weight_decay: float = 0.01
     warmup_fraction: float = 0.05
@@ -38,8 +38,8 @@ class Recipe:
     clip: float = 1.0
     groups: int = 7              # 1 in `groups` positions is hidden and predicted
     initial_sparsity: float = 0.2
-    initial_weight: float = 0.001
-    final_weight: float = 0.01
+    initial_weight: float = 0.01
+    final_weight: float = 0.1    # 0.01 left the training masks short of the target in short runs
     sparsity_warmup_fraction: float = 0.5
     dropout: float = 0.1
 

@@ -1,0 +1,110 @@
+"""`bkprof validate`: what each variant costs in test perplexity, beside its training FLOPs and time."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+from bkprof.cli import app
+from bkprof.cli.errors import BadInput, Command
+from bkprof.cli.options import (FormatOpt, Output, Variants, checked_device, device_option, flag, integer_option,
+                                number_option, output_folder_option, positive, progress_bar, text_option,
+                                variant_names)
+from bkprof.variants.fields import FIELDS
+
+PLOT_SUFFIXES = (".png",)
+DEFAULT_TEST_TOKENS = "5000"
+
+
+def _values(name: str, text: str) -> list:
+    from bkprof.sweep.axes import parse_axis
+
+    try:
+        return parse_axis(name, text)
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+
+
+def _test_tokens(text: str) -> int | None:
+    if text == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadInput(f"--test-tokens {text!r}: not an integer or 'all'") from None
+    return positive("--test-tokens", value)
+
+
+def _devices(name: str) -> tuple[str, ...]:
+    """cpu; cuda (or auto with CUDA): every visible GPU, one worker each; cuda:i: that GPU."""
+    import torch
+
+    device = checked_device(name)
+    if device.type == "cuda" and device.index is None:
+        return tuple(f"cuda:{i}" for i in range(torch.cuda.device_count()))
+    return (str(device),)
+
+
+@app.command("validate", cls=Command,
+             help="Train small ResNet-BK language models of each variant on WikiText-2 (the bundled validation "
+                  "split; evaluated on the test split), and put test perplexity beside training FLOPs per token "
+                  "and time, with count baselines and a verdict on each published quality claim.")
+def validate(
+    variant: Variants = None,
+    sparsity: Annotated[str, text_option(FIELDS["sparsity"].option, f"{FIELDS['sparsity'].help} Values for the "
+                        "variants with an importance mask: a list or start:stop:step, e.g. 0.4:0.7:0.1.", "VALUES")] = "0.6",
+    downsample: Annotated[str, text_option(FIELDS["downsample"].option, f"{FIELDS['downsample'].help} Values for "
+                          "the multi-scale variants, e.g. 2,4.", "VALUES")] = "2",
+    seeds: Annotated[int, integer_option("--seeds", "Runs per setting, seeds 0..K-1.")] = 1,
+    d_model: Annotated[int, integer_option(FIELDS["d_model"].option, FIELDS["d_model"].help)] = 32,
+    n_seq: Annotated[int, integer_option(FIELDS["n_seq"].option, FIELDS["n_seq"].help)] = 64,
+    layers: Annotated[int, integer_option("--layers", "Residual blocks of the variant in the model.")] = 2,
+    batch: Annotated[int, integer_option(FIELDS["batch"].option, "Sequences per training step.")] = 8,
+    tokens: Annotated[int, integer_option("--tokens", "Training budget per run: input positions seen "
+                                          "(steps x batch x n_seq), the same for every variant.")] = 32_768,
+    lr: Annotated[float, number_option("--lr", "Peak learning rate (AdamW, warm-up then cosine).")] = 3e-3,
+    test_tokens: Annotated[str, text_option("--test-tokens", "Score the first INT tokens of the test text, or "
+                                            "all of it.", "INT|all")] = DEFAULT_TEST_TOKENS,
+    corpus: Annotated[Optional[str], text_option("--corpus", "A WikiText folder ({train,valid,test}.txt, "
+                      "wiki.{train,valid,test}.tokens, or valid.txt + test.txt); default: the copy bkprof ships "
+                      "(validation and test splits).", "FOLDER")] = None,
+    device: Annotated[str, device_option("Where to train: cpu, cuda (every visible GPU, one worker each), "
+                                         "cuda:1, auto.")] = "cpu",
+    jobs_per_device: Annotated[int, integer_option("--jobs-per-device", "Runs at once on each device "
+                               "(separate processes; small models are bound by the host).")] = 1,
+    runs_file: Annotated[Optional[str], text_option("--runs-file", "JSON Lines file each finished run is "
+                         "appended to (default: beside --output as NAME.runs.jsonl, else validate-runs.jsonl).",
+                         "FILE")] = None,
+    resume: Annotated[bool, flag("--resume", "Keep the runs already in --runs-file and run only the others.")] = False,
+    plot: Annotated[Optional[str], output_folder_option(
+        "--plot", "Save ppl_vs_flops.png and ppl_vs_time.png here", PLOT_SUFFIXES)] = None,
+    format: FormatOpt = "table",
+    output: Output = None,
+) -> None:
+    from bkprof.report.io import output_folders
+    from bkprof.validate.runner import Plan, default_runs_file, run_grid
+    from bkprof.validate.train import Recipe
+
+    for option, value in (("--seeds", seeds), ("--layers", layers), ("--tokens", tokens),
+                          ("--jobs-per-device", jobs_per_device), (FIELDS["batch"].option, batch)):
+        positive(option, value)
+    if not lr > 0:
+        raise BadInput(f"--lr must be positive, got {lr}")
+    try:
+        plan = Plan(variant_names(variant), _values("sparsity", sparsity), _values("downsample", downsample), seeds,
+                    Recipe(d_model=d_model, n_seq=n_seq, layers=layers, tokens=tokens, batch=batch, lr=lr),
+                    corpus=corpus, test_tokens=_test_tokens(test_tokens), devices=_devices(device),
+                    jobs_per_device=jobs_per_device, runs_file=runs_file or default_runs_file(output), resume=resume)
+        with output_folders([(plot, "--plot", PLOT_SUFFIXES)], {"command": "validate"}) as (plot_folder,):
+            with progress_bar(None, "validate") as update:
+                doc = run_grid(plan, progress=lambda advance, text: update(text, advance=advance),
+                               on_total=lambda total: update("training", total=total))
+            if plot_folder is not None:
+                from bkprof.validate.plots import save_plots
+
+                save_plots(doc, plot_folder)
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+    from bkprof.report import emit
+    from bkprof.validate.report import validate_report
+
+    emit(validate_report(doc), format, output)
