@@ -6,9 +6,9 @@ from typing import Annotated, Optional
 
 from bkprof.cli import app
 from bkprof.cli.errors import BadInput, Command
-from bkprof.cli.options import (FormatOpt, Output, Variants, checked_device, device_option, flag, integer_option,
-                                number_option, output_folder_option, positive, progress_bar, text_option,
-                                variant_names)
+from bkprof.cli.options import (FormatOpt, Output, Variants, checked_backend, checked_device, device_option, flag,
+                                integer_option, number_option, output_folder_option, positive, progress_bar,
+                                text_option, variant_names)
 from bkprof.variants.fields import FIELDS
 
 PLOT_SUFFIXES = (".png",)
@@ -75,6 +75,9 @@ def validate(
                          "appended to (default: beside --output as NAME.runs.jsonl, else validate-runs.jsonl).",
                          "FILE")] = None,
     resume: Annotated[bool, flag("--resume", "Keep the runs already in --runs-file and run only the others.")] = False,
+    report_only: Annotated[bool, flag("--report-only", "Train nothing: report the runs already in --runs-file "
+                                      "that match these settings (an interrupted grid, say).")] = False,
+    backend: Annotated[str, text_option(FIELDS["backend"].option, FIELDS["backend"].help, "NAME")] = "auto",
     plot: Annotated[Optional[str], output_folder_option(
         "--plot", "Save ppl_vs_flops.png and ppl_vs_time.png here", PLOT_SUFFIXES)] = None,
     format: FormatOpt = "table",
@@ -84,6 +87,7 @@ def validate(
     from bkprof.validate.runner import Plan, default_runs_file, run_grid
     from bkprof.validate.train import Recipe
 
+    checked_backend(backend, checked_device(device))
     for option, value in (("--seeds", seeds), ("--layers", layers), ("--tokens", tokens),
                           ("--jobs-per-device", jobs_per_device), (FIELDS["batch"].option, batch)):
         positive(option, value)
@@ -91,9 +95,11 @@ def validate(
         raise BadInput(f"--lr must be positive, got {lr}")
     try:
         plan = Plan(variant_names(variant), _values("sparsity", sparsity), _values("downsample", downsample), seeds,
-                    Recipe(d_model=d_model, n_seq=n_seq, layers=layers, tokens=tokens, batch=batch, lr=lr),
+                    Recipe(d_model=d_model, n_seq=n_seq, layers=layers, tokens=tokens, batch=batch, lr=lr,
+                           backend=backend),
                     corpus=corpus, test_tokens=_test_tokens(test_tokens), devices=_devices(device),
-                    jobs_per_device=jobs_per_device, runs_file=runs_file or default_runs_file(output), resume=resume)
+                    jobs_per_device=jobs_per_device, runs_file=runs_file or default_runs_file(output), resume=resume,
+                    report_only=report_only)
         with output_folders([(plot, "--plot", PLOT_SUFFIXES)], {"command": "validate"}) as (plot_folder,):
             with progress_bar(None, "validate") as update:
                 doc = run_grid(plan, progress=lambda advance, text: update(text, advance=advance),

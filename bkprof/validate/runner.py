@@ -25,6 +25,7 @@ class Plan:
     jobs_per_device: int = 1
     runs_file: str = "validate-runs.jsonl"
     resume: bool = False
+    report_only: bool = False          # train nothing: report the runs already in the runs file
 
 
 def limited_corpus(corpus, test_tokens: int | None):
@@ -72,6 +73,7 @@ def _run_here(todo: list[RunSpec], plan: Plan, corpus, finish, progress: Progres
 
 def _run_in_workers(todo: list[RunSpec], plan: Plan, finish, progress: Progress) -> None:
     import multiprocessing
+    import queue
 
     context = multiprocessing.get_context("spawn")
     tasks, results = context.Queue(), context.Queue()
@@ -86,7 +88,12 @@ def _run_in_workers(todo: list[RunSpec], plan: Plan, finish, progress: Progress)
     left = len(todo)
     try:
         while left:
-            kind, spec, value = results.get()
+            try:
+                kind, spec, value = results.get(timeout=5)
+            except queue.Empty:
+                if not any(w.is_alive() for w in workers):  # a worker died without a word (killed, say)
+                    raise RuntimeError(f"every worker process ended with {left} run(s) unfinished") from None
+                continue
             if kind == "step":
                 progress(value, _label(spec))
                 continue
@@ -117,9 +124,11 @@ def run_grid(plan: Plan, progress: Progress | None = None, on_total: Callable[[i
     specs = plan_runs(plan.variants, plan.sparsities, plan.downsamples, plan.seeds)
     for spec in specs[:len(specs) // plan.seeds]:
         spec.layer_config(plan.recipe)  # every setting is a valid layer before anything runs
-    store = RunsFile.open(plan.runs_file, plan.resume)
+    store = RunsFile.open(plan.runs_file, plan.resume or plan.report_only)
+    if plan.report_only and not store.lines:
+        raise ValueError(f"--report-only: {plan.runs_file} holds no runs")
     done = store.finished()
-    todo = [s for s in specs if identity(s, plan.recipe, corpus.fingerprint) not in done]
+    todo = [] if plan.report_only else [s for s in specs if identity(s, plan.recipe, corpus.fingerprint) not in done]
     costs = Costs(plan.recipe, corpus.vocab)
     failures: list[dict] = []
     progress = progress or (lambda advance, text: None)
@@ -138,7 +147,7 @@ def run_grid(plan: Plan, progress: Progress | None = None, on_total: Callable[[i
         _run_in_workers(todo, plan, finish, progress)
     baseline = baselines(corpus.train, corpus.test, corpus.vocab.predictable, corpus.vocab.itos.index(EOS))
     return document(plan, corpus, store.of_grid(plan.recipe, corpus.fingerprint), baseline, failures,
-                    skipped=len(specs) - len(todo))
+                    skipped=len(store.lines) - len(todo) if plan.report_only else len(specs) - len(todo))
 
 
 def default_runs_file(output: str | None) -> str:

@@ -36,12 +36,13 @@ class Recipe:
     warmup_fraction: float = 0.05
     min_lr_fraction: float = 0.1
     clip: float = 1.0
-    groups: int = 7              # 1 in `groups` positions is hidden and predicted
+    groups: int = 5              # 1 in `groups` positions is hidden and predicted
     initial_sparsity: float = 0.2
     initial_weight: float = 0.01
     final_weight: float = 0.1    # 0.01 left the training masks short of the target in short runs
     sparsity_warmup_fraction: float = 0.5
     dropout: float = 0.1
+    backend: str = "auto"        # the BK-Core backend the runs train with (FLOPs are counted with vectorized)
 
     @property
     def steps(self) -> int:
@@ -59,7 +60,8 @@ class RunSpec:
     seed: int
 
     def layer_config(self, recipe: Recipe) -> LayerConfig:
-        fields = {"d_model": recipe.d_model, "n_seq": recipe.n_seq, "dropout": recipe.dropout}
+        fields = {"d_model": recipe.d_model, "n_seq": recipe.n_seq, "dropout": recipe.dropout,
+                  "backend": recipe.backend}
         if self.sparsity is not None:
             fields["sparsity"] = self.sparsity
         if self.downsample is not None:
