@@ -164,6 +164,10 @@ def test_cli_runs_records_and_resumes(tiny, tmp_path):
     assert resumed["resumed_runs"] == 4 and [r["test_ppl"] for r in resumed["runs"]] == [r["test_ppl"] for r in doc["runs"]]
     assert (tmp_path / "runs.jsonl").read_text().splitlines() == lines
 
+    reported = _validate(tiny, tmp_path, "--report-only", variants=("dense",))
+    assert reported.exit_code == 0, reported.output
+    assert len(json.loads(reported.stdout)["runs"]) == 4  # every run of the grid in the file, not only dense's
+
     refused = _validate(tiny, tmp_path)
     assert refused.exit_code == 2 and "--resume" in refused.output
 

@@ -17,6 +17,8 @@ def _verdict(holds, decided=True) -> str:
     if holds is None:
         return "not measured"
     word = "holds" if holds else "fails"
+    if decided is None:
+        return f"{word} (one seed)"
     return word if decided else f"{word} (within 2 SEM)"
 
 

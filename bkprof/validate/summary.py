@@ -78,7 +78,8 @@ def _ppl_verdict(row: dict, claim: dict) -> dict:
     change = row["ppl_vs_dense_paired"]
     limit = claim["max_ppl_increase"]
     sem = change["sem"] if change else None
-    decided = sem is not None and abs(change["mean"] - limit) > DECIDED_SEMS * sem
+    # None: one seed, no spread to judge by
+    decided = None if sem is None else abs(change["mean"] - limit) > DECIDED_SEMS * sem
     return {"ppl_change": change["mean"] if change else None, "ppl_change_sem": sem, "limit": limit,
             "holds": change["mean"] < limit if change else None, "decided": decided}
 

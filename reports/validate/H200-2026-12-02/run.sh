@@ -13,7 +13,7 @@ log=$out/log.txt
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$log" 2>&1
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" >>"$log" 2>&1
 echo "cores $(nproc)" >>"$log"
-grid=(--device cuda --backend vectorized --d-model 128 --n-seq 256 --layers 4 --batch 32 --tokens "$tokens"
+grid=(--device cuda --backend vectorized --d-model 128 --n-seq 256 --layers 4 --batch 64 --tokens "$tokens"
       --seeds 3 --sparsity 0.4,0.5,0.6,0.7 --downsample 2,4 --test-tokens all)
 (cd /tmp && { time pin 14,15 python3 -m bkprof validate --runs-file /tmp/smoke.jsonl --format json \
     --output "$out/cpu-smoke.json" ; } 2>"$out/cpu-smoke-time.txt") &
