@@ -13,7 +13,8 @@ PLOTS = {
 
 
 def _label(row: dict) -> str:
-    parts = [row["variant"]] + [f"{k[0]}={row[k]:g}" for k in ("sparsity", "downsample") if row[k] is not None]
+    parts = [row["variant"]] + [f"{short}={row[k]:g}" for k, short in (("sparsity", "s"), ("downsample", "f"))
+                                if row[k] is not None]
     return " ".join(parts)
 
 
@@ -29,7 +30,9 @@ def _frontier(ax, rows: list[dict], x_key: str, x_label: str, doc: dict) -> None
                    label=f"{name} count baseline")
     ax.set_xlabel(x_label)
     ax.set_ylabel("test perplexity (mean ± std over seeds)")
-    ax.set_title(f"{doc['data']['note'].split(';')[0]}; masked-word objective", fontsize=8)
+    data = doc["data"]
+    ax.set_title(f"trained on {data['train_file']}, evaluated on {data['test_file']}; masked-word objective",
+                 fontsize=8)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
 
