@@ -153,6 +153,7 @@ def pack(out: Path, config: str, names: list[str], into: Path) -> None:
 def main(out: Path, repeat: bool, pack_into: Path | None) -> int:
     from bkprof.profile.report import report_from_payload
     from bkprof.report import render, write_atomic
+    from bkprof.report.render import to_markdown
 
     out.mkdir(parents=True, exist_ok=True)
     gpu = gpu_short_name()
@@ -161,9 +162,13 @@ def main(out: Path, repeat: bool, pack_into: Path | None) -> int:
         if repeat:
             profile(extra, out / f"profile-{gpu}-{config}-run2.json")
         write_atomic(out / f"profile-{gpu}-{config}.md", render(report_from_payload(first), "markdown"))
-        print(render(report_from_payload(first), "table")[:4000], flush=True)
+        report = report_from_payload(first)
+        print(to_markdown(report.tables[0]), flush=True)  # the results table; the rest is in the files
         try:
-            print(json.dumps(memory_at_peak(extra, out / f"memory-{gpu}-{config}.json"), indent=1), flush=True)
+            for trace in memory_at_peak(extra, out / f"memory-{gpu}-{config}.json"):
+                top = trace["at_peak"][0] if trace["at_peak"] else {}
+                print(f"{trace['variant']}/{trace['mode']} cudnn={trace['cudnn']}: peak {trace['peak_mib_above_start']:.1f} MiB "
+                      f"above the start, {trace['eager_ms_per_step']:.2f} ms/step; largest: {top}", flush=True)
         except Exception as error:  # noqa: BLE001 - the reports above must still come back
             print(f"memory trace failed: {type(error).__name__}: {error}", flush=True)
         if pack_into is not None:
