@@ -229,3 +229,58 @@ def test_allocator_trace_replay_finds_the_peak_and_its_blocks():
     # running total: 100, 150, 180 (peak: blocks 1, 2, 3), then 80, 150
     assert peak == 180 and sorted(live) == [1, 2, 3]
     assert _allocated_at(frames) == "bkprof/variants/sparse.py:9 forward"
+
+
+class _Recomputes(torch.autograd.Function):
+    """A backward that runs autograd itself (as the Triton BK-Core's recomputation does), sleeping inside."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * 2.0
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        with torch.enable_grad():
+            leaf = x.detach().requires_grad_()
+            y = _SlowBackward.apply(leaf * 2.0, 0.120)
+            (inner,) = torch.autograd.grad(y, leaf, grad)
+        return inner
+
+
+class _RecomputingCore(nn.Module):
+    def forward(self, x):
+        return _Recomputes.apply(x)
+
+
+class _ToyRecompute(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bk_core = _RecomputingCore()
+        self.refine = _Sleeps(0.0, 0.0)
+
+    def forward(self, x):
+        return self.refine(self.bk_core(x)), {}  # (out, stats), as a layer returns
+
+
+def test_a_backward_that_runs_autograd_counts_for_its_own_component():
+    model = _ToyRecompute()
+    x = torch.randn(64, requires_grad=True)
+
+    def step():
+        out, _ = model(x)
+        with step_range("loss"):
+            loss = out.sum()
+        with step_range("backward"):
+            loss.backward()
+
+    found = _profile(model, step)
+    ms = {key: us / 1e3 for key, us in found.time_us.items()}
+    # the 120 ms sleep runs in a node created inside bk_core's backward: it is bk_core's backward
+    assert ms[("backward", "bk_core")] >= 119
+    assert ms.get(("backward", "loss"), 0) < 100 and ms.get(("backward", "refine"), 0) < 100
+    counted = count_flops(_ToyRecompute(), torch.randn(64), backward=True)
+    # the recomputation's multiplies (x * 2 and the gradient's * 2 and * 1: 64 each) are bk_core's backward
+    assert counted.by_component("backward").get("bk_core", 0) >= 2 * 64
+    assert counted.by_component("backward").get("residual", 0) == 0

@@ -3,7 +3,8 @@
 Forward ops belong to the innermost running submodule. Backward ops belong to the component whose
 forward created the autograd node being evaluated: autograd numbers the nodes it creates on a thread
 in order (sequence numbers), so the number at each module boundary splits them by component
-(`SequenceComponents`), and in backward `torch._C._current_autograd_node()` names the node.
+(`SequenceComponents`), and a pre-hook on every node of the forward's graph says, as autograd starts
+the node, whose backward runs (also when that backward runs autograd itself, as a recomputation does).
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ class OpCounter(TorchDispatchMode):
         self.phase = "forward"
         self._stack: list[str] = [""]
         self.nodes = SequenceComponents()
+        self._running: str | None = None  # in backward: the component of the forward node autograd runs
 
     @contextmanager
     def tracking_modules(self):
@@ -150,10 +152,33 @@ class OpCounter(TorchDispatchMode):
         self.nodes.mark(component_of(self._stack[-1]))
 
     def _backward_component(self) -> str:
-        current = getattr(torch._C, "_current_autograd_node", None)
-        node = current() if current is not None else None
-        found = self.nodes.component(node._sequence_nr()) if node is not None else None
-        return found or UNATTRIBUTED_BACKWARD
+        return self._running or UNATTRIBUTED_BACKWARD
+
+    @contextmanager
+    def watching_backward(self, out: torch.Tensor):
+        """While backward runs from `out`: each node of the forward's graph, as autograd starts it,
+        names the component that created it (a pre-hook per node), so ops of a backward that runs
+        autograd itself (a recomputation) count for the node whose backward it is."""
+        hooks, seen, stack = [], set(), [out.grad_fn]
+        while stack:
+            node = stack.pop()
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            component = self.nodes.component(node._sequence_nr()) or UNATTRIBUTED_BACKWARD
+            try:
+                hooks.append(node.register_prehook(lambda grads, c=component: self._run_node(c)))
+            except (RuntimeError, AttributeError):  # a node kind without pre-hooks (none seen so far)
+                pass
+            stack.extend(next_node for next_node, _ in node.next_functions)
+        try:
+            yield self
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+    def _run_node(self, component: str) -> None:
+        self._running = component
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -200,7 +225,7 @@ def count_flops(model: nn.Module, x: torch.Tensor, *, backward: bool = False) ->
         out, _ = model(x)
     if backward:
         seed = torch.ones_like(out)
-        with counter:
+        with counter.watching_backward(out), counter:
             counter.phase = "backward"
             out.backward(seed)
     return counter.result

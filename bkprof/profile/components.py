@@ -106,28 +106,33 @@ def _owner(event, nodes: SequenceComponents) -> tuple[str, str] | None:
         return STEP_PARTS.get(part, "forward"), part
     if name.startswith(EVALUATE_PREFIX):
         component = nodes.component(event.sequence_nr) if event.sequence_nr >= 0 else None
-        return "backward", component if component is not None and event.sequence_nr >= 0 else AUTOGRAD_OTHER
+        return "backward", component or AUTOGRAD_OTHER
     return None
 
 
 def owner_of(event, nodes: SequenceComponents, cache: dict) -> tuple[str, str]:
-    """(phase, component) of the innermost range or node around `event` (itself included)."""
-    chain = []
-    found = None
-    current = event
+    """(phase, component) of `event` (itself included): the outermost autograd node around it, else
+    the innermost range. Outermost, because a node's backward may run autograd itself (the Triton
+    BK-Core's backward recomputes through the scan): those inner nodes are that node's work."""
+    chain, found, found_at, current = [], None, None, event
     while current is not None:
         if current.id in cache:
-            found = cache[current.id]
+            cached, from_node = cache[current.id]
+            if found is None or from_node:
+                found, found_at = (cached, from_node), len(chain)
             break
         chain.append(current)
-        found = _owner(current, nodes)
-        if found is not None:
-            break
+        owner = _owner(current, nodes)
+        if owner is not None and current.name.startswith(EVALUATE_PREFIX):
+            found, found_at = (owner, True), len(chain)  # keep walking: an outer node wins
+        elif owner is not None and found is None:
+            found, found_at = (owner, False), len(chain)
         current = current.cpu_parent
-    found = found or ("other", OUTSIDE)
-    for e in chain:
+    if found is None:
+        return "other", OUTSIDE
+    for e in chain[:found_at]:  # what lies above the owner has an owner of its own
         cache[e.id] = found
-    return found
+    return found[0]
 
 
 def attribute(prof, nodes: SequenceComponents, device: torch.device, base_bytes: int) -> Attribution:
