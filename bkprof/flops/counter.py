@@ -80,6 +80,16 @@ def op_bytes(func, args, kwargs, out) -> int:
     return total
 
 
+@contextmanager
+def removed_after(hooks: list):
+    """Remove the hook handles when the block ends, however it ends."""
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 @dataclass
 class CountResult:
     """FLOPs keyed by (phase, component, family, op); bytes by (phase, component); ops without a formula.
@@ -137,11 +147,8 @@ class OpCounter(TorchDispatchMode):
         for name, module in self.model.named_modules():
             hooks.append(module.register_forward_pre_hook(lambda m, a, name=name: self._enter_module(name)))
             hooks.append(module.register_forward_hook(lambda m, a, o: self._leave_module()))
-        try:
+        with removed_after(hooks):
             yield self
-        finally:
-            for hook in hooks:
-                hook.remove()
 
     def _enter_module(self, name: str) -> None:
         self._stack.append(name)
@@ -171,11 +178,8 @@ class OpCounter(TorchDispatchMode):
             except (RuntimeError, AttributeError):  # a node kind without pre-hooks (none seen so far)
                 pass
             stack.extend(next_node for next_node, _ in node.next_functions)
-        try:
+        with removed_after(hooks):
             yield self
-        finally:
-            for hook in hooks:
-                hook.remove()
 
     def _run_node(self, component: str) -> None:
         self._running = component
