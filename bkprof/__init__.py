@@ -4,7 +4,7 @@ The public API, one name per step of the data flow (config -> modules -> counts 
 
 - configuration and variants: `LayerConfig`, `VARIANTS`, `VariantSpec`, `Published`, `register`,
   `registered`, `unregister`, `build`;
-- counting: `count_flops` (the op counter, on a module as it runs), `analytic_flops` and
+- counting: `count_flops` (the op counter, on any nn.Module as it runs), `analytic_flops` and
   `analytic_components` (closed form, from the config alone), `published_accounting` (the
   source's own formulas);
 - reports: `flops_report` (the JSON document of `bkprof flops`) and `flops_tables` (its tables,
@@ -37,7 +37,7 @@ _SOURCES = {
     "registered": "bkprof.variants.registry",
     "unregister": "bkprof.variants.registry",
     "build": "bkprof.variants.registry",
-    "count_flops": "bkprof.flops.counter",
+    "count_flops": "bkprof.flops.model_count",
     "analytic_flops": "bkprof.flops.analytic",
     "analytic_components": "bkprof.flops.analytic",
     "published_accounting": "bkprof.flops.published",

@@ -1,10 +1,12 @@
-"""The op counter: sees every aten op the modules execute and attributes its FLOPs to a component.
+"""The op counter: sees every aten op a module executes and attributes its FLOPs to a submodule.
 
-Forward ops belong to the innermost running submodule. Backward ops belong to the component whose
-forward created the autograd node being evaluated: autograd numbers the nodes it creates on a thread
-in order (sequence numbers), so the number at each module boundary splits them by component
-(`SequenceComponents`), and a pre-hook on every node of the forward's graph says, as autograd starts
-the node, whose backward runs (also when that backward runs autograd itself, as a recomputation does).
+Forward ops belong to the innermost running submodule (module hooks keep the stack). Backward ops
+belong to the submodule whose forward created the autograd node being evaluated: autograd numbers
+the nodes it creates on a thread in order (sequence numbers), so the number at each module
+boundary splits them by module (`SequenceComponents`), and a pre-hook on every node of the
+forward's graph says, as autograd starts the node, whose backward runs (also when that backward runs
+autograd itself, as a recomputation does). Work outside every module (the loss's own gradient, the
+gradient seed) has no module: None.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import bisect
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import nn
@@ -22,7 +25,8 @@ from bkprof._torch_helpers import skip_dynamo_guard
 from bkprof.flops.components import component_of
 from bkprof.flops.formulas import count_op, has_formula
 
-# backward work of nodes no component's forward created (the gradient seed's, AccumulateGrad)
+ROOT = ""  # the module name of the model itself
+# backward work of nodes no component's forward created (the gradient seed, AccumulateGrad)
 UNATTRIBUTED_BACKWARD = "backward"
 
 
@@ -37,14 +41,14 @@ def next_sequence_nr() -> int:
 
 
 class SequenceComponents:
-    """Which component created each autograd node: (first sequence number, component) at every boundary."""
+    """Which module (or component) created each autograd node: (first sequence number, name) at every boundary."""
 
     def __init__(self):
         self._starts: list[int] = []
-        self._names: list[str] = []
+        self._names: list[str | None] = []
 
-    def mark(self, component: str) -> None:
-        """Nodes created from now on (until the next mark) belong to `component`."""
+    def mark(self, component: str | None) -> None:
+        """Nodes created from now on (until the next mark) belong to `component` (None: to no module)."""
         seq = next_sequence_nr()
         if self._starts and self._starts[-1] == seq:
             self._names[-1] = component
@@ -80,6 +84,13 @@ def op_bytes(func, args, kwargs, out) -> int:
     return total
 
 
+def created_bytes(func, out) -> int:
+    """Bytes of the op's outputs that are new tensors (not views of, or writes into, an input)."""
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    return sum(value.numel() * value.element_size() for ret, value in zip(func._schema.returns, outs)
+               if ret.alias_info is None and isinstance(value, torch.Tensor))
+
+
 @contextmanager
 def removed_after(hooks: list):
     """Remove the hook handles when the block ends, however it ends."""
@@ -91,8 +102,107 @@ def removed_after(hooks: list):
 
 
 @dataclass
+class OpCounts:
+    """FLOPs keyed by (phase, module, family, op); bytes moved by (phase, module); calls of ops without
+    a formula by (phase, module, op); bytes of the tensors the forward created (views excluded)."""
+
+    flops: Counter = field(default_factory=Counter)
+    bytes: Counter = field(default_factory=Counter)
+    missing: Counter = field(default_factory=Counter)
+    created_bytes: int = 0
+
+
+class OpCounter(TorchDispatchMode):
+    """A TorchDispatchMode that counts each executed op with the registry in `formulas`."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.counts = OpCounts()
+        self.phase = "forward"
+        self._stack: list[str | None] = [None]
+        self.nodes = SequenceComponents()
+        self._running: str | None = None  # in backward: the module of the forward node autograd runs
+
+    @contextmanager
+    def tracking_modules(self):
+        """Keep the stack of running submodules (hooks live outside the mode, which re-enters itself)."""
+        hooks = []
+        for name, module in self.model.named_modules():
+            hooks.append(module.register_forward_pre_hook(partial(self._enter_module, name)))
+            hooks.append(module.register_forward_hook(partial(self._leave_module, name)))
+        with removed_after(hooks):
+            yield self
+
+    def _enter_module(self, name: str, *_) -> None:
+        self._stack.append(name)
+        self.nodes.mark(name)
+
+    def _leave_module(self, name: str, *_) -> None:
+        self._stack.pop()
+        self.nodes.mark(self._stack[-1])
+
+    def _module(self) -> str | None:
+        return self._stack[-1] if self.phase == "forward" else self._running
+
+    @contextmanager
+    def watching_backward(self, out: torch.Tensor):
+        """While backward runs from `out`: each node of the forward's graph, as autograd starts it,
+        names the module that created it (a pre-hook per node), so ops of a backward that runs
+        autograd itself (a recomputation) count for the node whose backward it is."""
+        hooks, seen, stack = [], set(), [out.grad_fn]
+        while stack:
+            node = stack.pop()
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            module = self.nodes.component(node._sequence_nr())
+            try:
+                hooks.append(node.register_prehook(lambda grads, m=module: self._run_node(m)))
+            except (RuntimeError, AttributeError):  # a node kind without pre-hooks (none seen so far)
+                pass
+            stack.extend(next_node for next_node, _ in node.next_functions)
+        with removed_after(hooks):
+            yield self
+
+    def _run_node(self, module: str | None) -> None:
+        self._running = module
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func.namespace == "prim":  # device and layout queries of tensor subclasses (fake tensors)
+            return func(*args, **kwargs)
+        if not has_formula(func):
+            # Composite ops (linear, softmax, dropout...) reach the mode whole under inference_mode;
+            # counting their decomposition gives the same ops as with autograd on.
+            with self:
+                out = func.decompose(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
+        out = func(*args, **kwargs)
+        op = f"{func.namespace}.{func.overloadpacket.__name__}"
+        module = self._module()
+        self.counts.bytes[(self.phase, module)] += op_bytes(func, args, kwargs, out)
+        if self.phase == "forward":
+            self.counts.created_bytes += created_bytes(func, out)
+        counts = count_op(func, args, kwargs, out)
+        if counts is None:
+            self.counts.missing[(self.phase, module, op)] += 1
+            return out
+        for family, flops in counts.items():
+            self.counts.flops[(self.phase, module, family, op)] += flops
+        return out
+
+
+skip_dynamo_guard(OpCounter.__torch_dispatch__)
+
+
+# ---- the four variants: each module's FLOPs under its component's name ----
+
+@dataclass
 class CountResult:
-    """FLOPs keyed by (phase, component, family, op); bytes by (phase, component); ops without a formula.
+    """A variant's FLOPs keyed by (phase, component, family, op); bytes by (phase, component); ops
+    without a formula and their calls.
 
     Backward entries carry the component whose forward created the autograd node, or
     UNATTRIBUTED_BACKWARD. Bytes: each op reads its tensor inputs and writes its outputs once
@@ -102,6 +212,7 @@ class CountResult:
     flops: Counter = field(default_factory=Counter)
     missing: Counter = field(default_factory=Counter)
     bytes: Counter = field(default_factory=Counter)
+    created_bytes: int = 0  # bytes of every new tensor of the forward: an upper bound on its activations
 
     def total(self, phase: str | None = None, family: str | None = None) -> int:
         return sum(v for (p, _, f, _), v in self.flops.items()
@@ -124,115 +235,27 @@ class CountResult:
         return dict(out)
 
 
-class OpCounter(TorchDispatchMode):
-    """A TorchDispatchMode that counts each executed op with the registry in `formulas`.
+def _component(module: str | None) -> str:
+    return UNATTRIBUTED_BACKWARD if module is None else component_of(module)
 
-    Forward ops are attributed to the innermost running submodule of `model` (module hooks keep
-    the stack); everything run while `phase` is "backward" counts as the backward pass.
+
+def count_flops(layer: nn.Module, x: torch.Tensor, *, backward: bool = False) -> CountResult:
+    """A variant layer on `x` under the counter (`bkprof.count_flops`): eval-mode forward, or a
+    train-mode forward + backward from the layer's output (its statistics get no gradient).
+
+    With `backward`, x requires grad (as it does inside a network).
     """
+    from bkprof.flops.model_count import count_op_counts
 
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.result = CountResult()
-        self.phase = "forward"
-        self._stack: list[str] = [""]
-        self.nodes = SequenceComponents()
-        self._running: str | None = None  # in backward: the component of the forward node autograd runs
-
-    @contextmanager
-    def tracking_modules(self):
-        """Keep the stack of running submodules (hooks live outside the mode, which re-enters itself)."""
-        hooks = []
-        for name, module in self.model.named_modules():
-            hooks.append(module.register_forward_pre_hook(lambda m, a, name=name: self._enter_module(name)))
-            hooks.append(module.register_forward_hook(lambda m, a, o: self._leave_module()))
-        with removed_after(hooks):
-            yield self
-
-    def _enter_module(self, name: str) -> None:
-        self._stack.append(name)
-        self.nodes.mark(component_of(name))
-
-    def _leave_module(self) -> None:
-        self._stack.pop()
-        self.nodes.mark(component_of(self._stack[-1]))
-
-    def _backward_component(self) -> str:
-        return self._running or UNATTRIBUTED_BACKWARD
-
-    @contextmanager
-    def watching_backward(self, out: torch.Tensor):
-        """While backward runs from `out`: each node of the forward's graph, as autograd starts it,
-        names the component that created it (a pre-hook per node), so ops of a backward that runs
-        autograd itself (a recomputation) count for the node whose backward it is."""
-        hooks, seen, stack = [], set(), [out.grad_fn]
-        while stack:
-            node = stack.pop()
-            if node is None or node in seen:
-                continue
-            seen.add(node)
-            component = self.nodes.component(node._sequence_nr()) or UNATTRIBUTED_BACKWARD
-            try:
-                hooks.append(node.register_prehook(lambda grads, c=component: self._run_node(c)))
-            except (RuntimeError, AttributeError):  # a node kind without pre-hooks (none seen so far)
-                pass
-            stack.extend(next_node for next_node, _ in node.next_functions)
-        with removed_after(hooks):
-            yield self
-
-    def _run_node(self, component: str) -> None:
-        self._running = component
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if not has_formula(func):
-            # Composite ops (linear, softmax, dropout...) reach the mode whole under inference_mode;
-            # counting their decomposition gives the same ops as with autograd on.
-            with self:
-                out = func.decompose(*args, **kwargs)
-            if out is not NotImplemented:
-                return out
-        out = func(*args, **kwargs)
-        op = f"{func.namespace}.{func.overloadpacket.__name__}"
-        component = self._backward_component() if self.phase == "backward" else component_of(self._stack[-1])
-        self.result.bytes[(self.phase, component)] += op_bytes(func, args, kwargs, out)
-        counts = count_op(func, args, kwargs, out)
-        if counts is None:
-            self.result.missing[op] += 1
-            return out
-        for family, flops in counts.items():
-            self.result.flops[(self.phase, component, family, op)] += flops
-        return out
-
-
-def count_flops(model: nn.Module, x: torch.Tensor, *, backward: bool = False) -> CountResult:
-    """Run `model` on `x` under the counter: eval-mode forward, or a train-mode forward + backward.
-
-    With `backward`, x requires grad (as it does inside a network), and the backward pass is seeded
-    with a gradient made outside the counter, so only autograd's own ops are counted.
-
-    >>> import torch
-    >>> from bkprof import LayerConfig, analytic_flops, build, count_flops
-    >>> config = LayerConfig(d_model=16, n_seq=32)
-    >>> counted = count_flops(build("sparse", config), torch.randn(1, 32, 16))
-    >>> counted.total() == analytic_flops("sparse", config)      # 2 FLOPs per multiply-accumulate
-    True
-    >>> counted.by_component()["bk_core"] > 0
-    True
-    """
-    model.train(backward)
+    layer.train(backward)
     if backward:
         x = x.detach().requires_grad_()
-    counter = OpCounter(model)
-    with counter.tracking_modules(), counter:
-        out, _ = model(x)
-    if backward:
-        seed = torch.ones_like(out)
-        with counter.watching_backward(out), counter:
-            counter.phase = "backward"
-            out.backward(seed)
-    return counter.result
-
-
-skip_dynamo_guard(OpCounter.__torch_dispatch__)
+    counts, _, _ = count_op_counts(layer, (x,), {}, backward=backward, loss_fn=lambda out: out[0].sum())
+    result = CountResult(created_bytes=counts.created_bytes)
+    for (phase, module, family, op), flops in counts.flops.items():
+        result.flops[(phase, _component(module), family, op)] += flops
+    for (phase, module), moved in counts.bytes.items():
+        result.bytes[(phase, _component(module))] += moved
+    for (_, _, op), calls in counts.missing.items():
+        result.missing[op] += calls
+    return result

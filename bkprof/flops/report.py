@@ -11,7 +11,7 @@ from bkprof._torch_helpers import one_thread
 from bkprof.flops.analytic import analytic_components, analytic_family_totals, backward_components
 from bkprof.flops.claims import claim_variants, evaluate_claims
 from bkprof.flops.counter import count_flops
-from bkprof.flops.fvcore_count import fvcore_count
+from bkprof.flops.fvcore_count import FvcoreCount, fvcore_count
 from bkprof.flops.published import published_accounting
 from bkprof.variants import VARIANTS, LayerConfig, build, registry
 from bkprof.variants.config import config_header
@@ -53,38 +53,83 @@ def conventions_note(batch: int, backward: bool) -> dict:
     }
 
 
+# The op counter builds each variant on the meta device (no storage) and runs it there, so its
+# memory does not grow with N, d or the batch. Two things still grow with the config, and past
+# these limits the analytic count (exact in the forward pass, tested) stands alone:
+MAX_COUNTED_EXPERTS = 4096       # the experts are built one nn.Linear pair at a time (~0.4 ms each)
+MAX_REFERENCE_SWEEP_N = 16384    # the reference backend runs ~6 ops per position, one at a time
+FVCORE_MEMORY_LIMIT = 1 << 30    # fvcore traces real tensors: parameters + every activation
+
+
 def _input(c: LayerConfig, batch: int) -> torch.Tensor:
     return torch.randn(batch, c.n_seq, c.d_model, generator=torch.Generator().manual_seed(SEED))
 
 
+def counter_skipped(name: str, c: LayerConfig) -> str | None:
+    """Why the op counter does not run this variant at this config, or None."""
+    from bkprof.core import resolve_backend
+
+    if c.num_experts > MAX_COUNTED_EXPERTS:
+        return (f"not run: {c.num_experts:,} experts are built one by one (limit {MAX_COUNTED_EXPERTS:,}); "
+                "the analytic count stands")
+    if resolve_backend(c.backend, "cpu").name == "reference" and c.n_seq > MAX_REFERENCE_SWEEP_N:
+        return (f"not run: the reference backend runs N={c.n_seq:,} positions one at a time "
+                f"(limit {MAX_REFERENCE_SWEEP_N:,}); the analytic count stands")
+    return None
+
+
+def _meta_count(name: str, c: LayerConfig, batch: int, backward: bool):
+    """The op counter's count on the meta device, and the bytes a real run would need (parameters,
+    input and every tensor the forward creates: an upper bound)."""
+    with torch.device("meta"):
+        model = build(name, c, seed=SEED)
+        x = torch.empty(batch, c.n_seq, c.d_model)
+    counted = count_flops(model, x, backward=backward)
+    state_bytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers(), x])
+    return counted, state_bytes + counted.created_bytes
+
+
+def _fvcore(name: str, c: LayerConfig, batch: int, real_bytes: int | None) -> tuple[FvcoreCount | None, str | None]:
+    if real_bytes is None:
+        return None, "not run: the op counter did not run, so the memory a real run needs is not known"
+    if real_bytes > FVCORE_MEMORY_LIMIT:
+        return None, (f"not run: tracing needs real tensors, about {real_bytes / 2**30:,.1f} GiB "
+                      f"(limit {FVCORE_MEMORY_LIMIT / 2**30:.0f} GiB)")
+    return fvcore_count(build(name, c, seed=SEED), _input(c, batch)), None
+
+
 def count_variant(name: str, c: LayerConfig, batch: int, backward: bool) -> dict:
     """The analytic, op-counter and fvcore accounts of one variant."""
-    model = build(name, c, seed=SEED)
-    x = _input(c, batch)
+    skipped = counter_skipped(name, c)
     with one_thread():
-        counted = count_flops(model, x, backward=backward)
-        fv = fvcore_count(model, x)
+        counted, real_bytes = _meta_count(name, c, batch, backward) if skipped is None else (None, None)
+        fv, fvcore_note = _fvcore(name, c, batch, real_bytes)
     components = analytic_components(name, c, batch=batch, backward=backward)
-    counted_components = counted.by_component("forward")
-    if backward:
-        counted_components["backward"] = counted.total("backward")
+    counted_components = {}
+    if counted is not None:
+        counted_components = counted.by_component("forward")
+        if backward:
+            counted_components["backward"] = counted.total("backward")
     account = {
         "analytic_flops": sum(components.values()),
-        "counted_flops": counted.total(),
-        "fvcore_macs": fv.total_macs,
-        "fvcore_matmul_macs": fv.matmul_macs,
-        "fvcore_by_operator": fv.by_operator,
-        "fvcore_unsupported": fv.unsupported,
+        "counted_flops": counted.total() if counted is not None else None,
+        "counter_note": skipped,
+        "fvcore_macs": fv.total_macs if fv else None,
+        "fvcore_matmul_macs": fv.matmul_macs if fv else None,
+        "fvcore_by_operator": fv.by_operator if fv else {},
+        "fvcore_unsupported": fv.unsupported if fv else {},
+        "fvcore_note": fvcore_note,
         "components": components,
-        "counted_components": {k: counted_components.get(k, 0) for k in components},
+        "counted_components": {k: counted_components.get(k, 0) if counted is not None else None for k in components},
         "families": dict(analytic_family_totals(name, c, batch=batch, backward=backward)),
-        "ops_without_formula": dict(counted.missing),
+        "ops_without_formula": dict(counted.missing) if counted is not None else {},
     }
     if backward:  # the backward lump of `components`, split by the component whose forward it differentiates
         analytic_backward = backward_components(name, c, batch=batch)
-        counted_backward = counted.by_component("backward")
+        counted_backward = counted.by_component("backward") if counted is not None else {}
         account["backward_components"] = analytic_backward
-        account["counted_backward_components"] = {k: counted_backward.get(k, 0) for k in analytic_backward}
+        account["counted_backward_components"] = {k: counted_backward.get(k, 0) if counted is not None else None
+                                                  for k in analytic_backward}
     return account
 
 

@@ -64,8 +64,8 @@ def totals_table(doc: dict) -> Table:
             "analytic": v["analytic_flops"],
             "op counter": v["counted_flops"],
             "fvcore MACs": v["fvcore_macs"],
-            "fvcore skipped ops": sum(v["fvcore_unsupported"].values()),
-            "no formula": sum(v["ops_without_formula"].values()),
+            "fvcore skipped ops": sum(v["fvcore_unsupported"].values()) if v["fvcore_macs"] is not None else None,
+            "no formula": sum(v["ops_without_formula"].values()) if v["counted_flops"] is not None else None,
             "vs dense": dense / v["analytic_flops"] if dense else None,
         })
     conv = doc["conventions"]
@@ -73,7 +73,15 @@ def totals_table(doc: dict) -> Table:
                  {"published": "{:,.0f}", "vs dense": "{:.2f}×"},
                  caption=f"{conv['pass']}; {conv['per']}. FLOPs: 2 per MAC. fvcore: {conv['fvcore']}. "
                          "published: the source's layer formula (dense = its 'standard'). "
-                         "vs dense: dense / variant, analytic; > 1× means fewer FLOPs than dense.")
+                         "vs dense: dense / variant, analytic; > 1× means fewer FLOPs than dense."
+                         + _not_run_notes(variants))
+
+
+def _not_run_notes(variants: dict) -> str:
+    """One sentence per account that did not run (a config too large for it), naming why."""
+    notes = {f"op counter {v['counter_note']}" for v in variants.values() if v.get("counter_note")}
+    notes |= {f"fvcore {v['fvcore_note']}" for v in variants.values() if v.get("fvcore_note")}
+    return "".join(f" {note}." for note in sorted(notes))
 
 
 def breakdown_table(doc: dict) -> Table:
