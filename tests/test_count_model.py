@@ -291,3 +291,74 @@ def test_transformer_layer_total_by_hand():
     with torch.no_grad():
         fast = count_flops(model, x)
     assert "aten._native_multi_head_attention" in fast.by_op() and fast.total() == expected
+
+
+# ---- the document of `bkprof flops --model` ----
+
+from bkprof.flops.model_report import ModelInputError, ModelSpec, model_report, parse_shape  # noqa: E402
+
+EXAMPLE = "bkprof.examples.models:transformer_layer"
+
+
+def test_model_document_for_a_transformer_layer():
+    doc = model_report(ModelSpec(EXAMPLE, ((2, 16, 128),)))["model"]
+    model = nn.TransformerEncoderLayer(128, 4, 512, batch_first=True).eval()
+    x = torch.randn(2, 16, 128)
+    assert doc["flops"] == count_flops(model, x).total() and isinstance(doc["flops"], int)
+    assert doc["torch_flop_counter"] == torch_counts(model, x)["forward"]
+    # fvcore: the linears' MACs, q, k, v, out 4·32·128·128 + 32·128·512·2, and its layer-norm handle,
+    # 5 per element with an affine, 2·5·32·128; attention is an op it skips
+    assert doc["fvcore_macs"] == 4 * 32 * 128 * 128 + 2 * 32 * 128 * 512 + 2 * 5 * 32 * 128
+    assert doc["fvcore_unsupported"]["aten::scaled_dot_product_attention"] == 1
+    assert doc["by_module"][""] == doc["flops"] and "self_attn" in doc["by_module"]
+    assert sum(doc["by_family"].values()) == doc["flops"]
+    assert doc["no_formula"] == [] and doc["tensors"] == "fake" and "backward_flops" not in doc
+
+
+def test_model_document_with_backward_and_custom_inputs():
+    doc = model_report(ModelSpec("bkprof.examples.models:tiny_language_model",
+                                 inputs="bkprof.examples.models:token_ids", backward=True))["model"]
+    assert doc["backward_flops"] > doc["flops"] > 0 and doc["inputs"] == "2x32 int64"
+    assert doc["torch_flop_counter_backward"] <= doc["backward_flops"]
+
+
+def test_a_huge_input_is_counted_without_its_memory():
+    # batch 4096 × 4096 positions × 128: 8 GiB per activation in float32; fvcore (real tensors) is skipped
+    doc = model_report(ModelSpec(EXAMPLE, ((4096, 4096, 128),)))["model"]
+    small = model_report(ModelSpec(EXAMPLE, ((1, 4096, 128),)))["model"]
+    assert doc["flops"] == 4096 * small["flops"]
+    assert doc["fvcore_macs"] is None and "GiB" in doc["fvcore_note"]
+
+
+@pytest.mark.parametrize("spec, named", [
+    (ModelSpec("no_such_package.models:f", ((2, 4),)), "cannot import no_such_package.models"),
+    (ModelSpec("bkprof.examples.models:missing", ((2, 4),)), "has no attribute 'missing'"),
+    (ModelSpec("bkprof.examples.models", ((2, 4),)), "expected PKG.MODULE:NAME"),
+    (ModelSpec("bkprof.examples.models:VOCABULARY", ((2, 4),)), "neither a module nor callable"),
+    (ModelSpec("bkprof.examples.models:token_ids", ((2, 4),)), "not an nn.Module"),
+    (ModelSpec(EXAMPLE, ((2, 4, 3),)), "raised AssertionError"),
+    (ModelSpec(EXAMPLE, ((2, 4, 128),), dtype="int8"), "--dtype 'int8'"),
+    (ModelSpec(EXAMPLE, ((2, 4, 128),), device="bogus"), "--device 'bogus'"),
+    (ModelSpec(EXAMPLE, ()), "needs an input"),
+    (ModelSpec(EXAMPLE, ((2, 4, 128),), inputs="bkprof.examples.models:token_ids"), "one or the other"),
+])
+def test_bad_model_input_is_one_line_naming_it(spec, named):
+    with pytest.raises(ModelInputError, match=named) as error:
+        model_report(spec)
+    assert "\n" not in str(error.value)
+
+
+def test_a_factory_that_raises_is_named():
+    with pytest.raises(ModelInputError, match="raised ZeroDivisionError"):
+        model_report(ModelSpec("tests.test_count_model:_broken_factory", ((2, 4),)))
+
+
+def _broken_factory():
+    return 1 / 0
+
+
+@pytest.mark.parametrize("text", ["", "2x", "x3", "2x-1", "2x0", "2*3", "a"])
+def test_malformed_shapes(text):
+    with pytest.raises(ModelInputError, match="--input-shape"):
+        parse_shape(text)
+    assert parse_shape("2x256x128") == (2, 256, 128)

@@ -376,21 +376,20 @@ RNN_BACKWARD_RULE = ("2× the forward matmuls, 1 per gate element for the bias g
                      "unit (RNN 4 tanh / 2 relu, LSTM 23, GRU 17)")
 
 
-@formula("mkldnn_rnn_layer", family="matmul", rule=RNN_RULE)
-def _mkldnn_rnn_layer(func, args, kwargs, out):
+def _mkldnn_layer(step_flops):
     """One layer, one direction: input (T, B, I) or (B, T, I); rows = T·B."""
-    a = named_args(func, args, kwargs)
-    x = a["input"]
-    step = rnn_step_flops(RNN_MODES[a["mode"]], x.shape[-1], a["hidden_size"], a["has_biases"])
-    return _times(step, x.numel() // x.shape[-1])
+
+    def count(func, args, kwargs, out):
+        a = named_args(func, args, kwargs)
+        x = a["input"]
+        step = step_flops(RNN_MODES[a["mode"]], x.shape[-1], a["hidden_size"], a["has_biases"])
+        return _times(step, x.numel() // x.shape[-1])
+
+    return count
 
 
-@formula("mkldnn_rnn_layer_backward", family="matmul", rule=RNN_BACKWARD_RULE)
-def _mkldnn_rnn_layer_backward(func, args, kwargs, out):
-    a = named_args(func, args, kwargs)
-    x = a["input"]
-    step = rnn_step_backward_flops(RNN_MODES[a["mode"]], x.shape[-1], a["hidden_size"], a["has_biases"])
-    return _times(step, x.numel() // x.shape[-1])
+formula("mkldnn_rnn_layer", family="matmul", rule=RNN_RULE)(_mkldnn_layer(rnn_step_flops))
+formula("mkldnn_rnn_layer_backward", family="matmul", rule=RNN_BACKWARD_RULE)(_mkldnn_layer(rnn_step_backward_flops))
 
 
 def _cudnn_layers(a: dict):
