@@ -362,3 +362,52 @@ def test_malformed_shapes(text):
     with pytest.raises(ModelInputError, match="--input-shape"):
         parse_shape(text)
     assert parse_shape("2x256x128") == (2, 256, 128)
+
+
+# ---- the command line ----
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from bkprof.cli import app
+
+    return CliRunner().invoke(app, ["flops", *args])
+
+
+def test_cli_json_has_the_promised_schema():
+    import json
+
+    result = _cli("--model", EXAMPLE, "--input-shape", "2x16x128", "--format", "json", "--backward")
+    assert result.exit_code == 0, result.output
+    m = json.loads(result.stdout)["model"]
+    assert isinstance(m["flops"], int) and isinstance(m["torch_flop_counter"], int)
+    assert isinstance(m["fvcore_macs"], int) and isinstance(m["no_formula"], list)
+    assert m["by_module"][""] == m["flops"] and set(m["by_family"]) >= {"matmul", "normalization"}
+    assert m["backward_flops"] > m["flops"] and m["mode"] == "train"
+    # the same count as the library's, on a model built the same way (train mode, input requiring grad)
+    model = _seeded(lambda: nn.TransformerEncoderLayer(128, 4, 512, batch_first=True)).train()
+    counted = count_flops(model, torch.randn(2, 16, 128, requires_grad=True), backward=True)
+    assert (m["flops"], m["backward_flops"]) == (counted.total(), counted.total("backward"))
+
+
+def test_cli_table_shows_every_counter_and_the_module_tree():
+    result = _cli("--model", "bkprof.examples.models:small_cnn", "--input-shape", "2x3x16x16", "--depth", "1")
+    assert result.exit_code == 0, result.output
+    for text in ("bkprof op counter", "PyTorch FlopCounterMode", "fvcore", "By family", "By module",
+                 "BatchNorm2d", "Ops without a formula"):
+        assert text in result.stdout
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--model", "no_such_package:f", "--input-shape", "2x4"], "cannot import no_such_package"),
+    (["--model", "bkprof.examples.models:missing", "--input-shape", "2x4"], "has no attribute 'missing'"),
+    (["--model", "tests.test_count_model:_broken_factory", "--input-shape", "2x4"], "raised ZeroDivisionError"),
+    (["--model", EXAMPLE, "--input-shape", "2x-4"], "--input-shape '2x-4'"),
+    (["--model", EXAMPLE, "--input-shape", "2x4x128", "--dtype", "int3"], "--dtype 'int3'"),
+    (["--input-shape", "2x4"], "--input-shape"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(args, named):
+    result = _cli(*args)
+    assert result.exit_code == 2
+    assert named in result.output and len(result.output.strip().splitlines()) == 1
+    assert "Traceback" not in result.output

@@ -181,7 +181,7 @@ def model_report(spec: ModelSpec) -> dict:
     fv, fvcore_note = _fvcore(spec, factory, built, counted)
     doc = counted.as_dict(depth=spec.depth)
     doc.update(
-        model=spec.model, inputs=_describe(args, kwargs), dtype=spec.dtype, device=spec.device,
+        factory=spec.model, inputs=_describe(args, kwargs), dtype=spec.dtype, device=spec.device,
         mode="train" if spec.backward else "eval", depth=spec.depth,
         built_on_real_tensors=built_real, parameters=parameter_count(model),
         module_types={name: type(m).__name__ for name, m in model.named_modules()

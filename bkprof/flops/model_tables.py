@@ -30,7 +30,7 @@ def totals_table(doc: dict) -> Table:
     tensors = {"fake": "fake tensors (no storage)", "meta": "meta tensors", "real": "real tensors"}[m["tensors"]]
     built = f" Built on real tensors: {m['built_on_real_tensors']}." if m["built_on_real_tensors"] else ""
     fallback = f" Counted on real tensors: {m['fallback']}." if m["fallback"] else ""
-    return Table(f"FLOPs of {m['model']} on {m['inputs']}", frame, {"forward": "{:,.0f}", "backward": "{:,.0f}"},
+    return Table(f"FLOPs of {m['factory']} on {m['inputs']}", frame, {"forward": "{:,.0f}", "backward": "{:,.0f}"},
                  caption=f"{conv['pass']}; {conv['per']}; counted on {tensors}; {m['parameters']:,} parameters. "
                          f"FLOPs: 2 per multiply-accumulate; MACs: 1.{built}{fallback}")
 
