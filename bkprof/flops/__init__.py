@@ -1,4 +1,5 @@
-"""FLOPs of the variants: the published formulas, a closed-form count, an op counter and fvcore.
+"""FLOPs of the variants (the published formulas, a closed-form count, the op counter and fvcore),
+and of any nn.Module (`count_flops`, the op counter of `model_count`).
 
 The names below load their modules (and torch) on first use.
 """
@@ -10,7 +11,7 @@ import importlib
 _SOURCES = {
     "analytic_components": "bkprof.flops.analytic",
     "analytic_flops": "bkprof.flops.analytic",
-    "count_flops": "bkprof.flops.counter",
+    "count_flops": "bkprof.flops.model_count",
     "flops_report": "bkprof.flops.report",
     "flops_tables": "bkprof.flops.tables",
     "published_accounting": "bkprof.flops.published",
