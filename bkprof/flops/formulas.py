@@ -651,7 +651,8 @@ def _mse_loss(func, args, kwargs, out):
     return {"reduction": 3 * a["self"].numel() + (a["reduction"] == 1)}
 
 
-@formula("mse_loss_backward", family="elementwise", rule="3 per element (subtract, ×2, ×grad; the mean's scale folded)")
+@formula("mse_loss_backward", family="elementwise",
+         rule="3 per element (subtract, double, multiply by the gradient; the mean's scale folded in)")
 def _mse_loss_backward(func, args, kwargs, out):
     return {"elementwise": 3 * out.numel()}
 
