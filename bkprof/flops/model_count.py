@@ -110,6 +110,14 @@ def count_flops(model: nn.Module, *inputs, backward: bool = False, loss_fn: Call
     fake tensors), "fake" (fail instead) or "real". On real tensors a backward leaves gradients
     in `.grad`, as any backward does; on fake tensors the model and inputs are not touched.
     Tensors already fake or on the meta device are used as they are.
+
+    >>> import torch
+    >>> from bkprof import count_flops
+    >>> counted = count_flops(torch.nn.Linear(128, 256), torch.randn(4, 128))
+    >>> counted.total()                    # 2·4·128·256 matmul + 4·256 bias adds
+    263168
+    >>> counted.by_family()["matmul"], counted.ops_without_formula()
+    (262144, [])
     """
 
     counts, kind, fallback = count_op_counts(model, inputs, kwargs, backward=backward, loss_fn=loss_fn,
