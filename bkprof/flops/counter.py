@@ -239,18 +239,19 @@ def _component(module: str | None) -> str:
     return UNATTRIBUTED_BACKWARD if module is None else component_of(module)
 
 
-def count_flops(layer: nn.Module, x: torch.Tensor, *, backward: bool = False) -> CountResult:
+def count_flops(layer: nn.Module, x: torch.Tensor, *, backward: bool = False, tensors: str = "auto") -> CountResult:
     """A variant layer on `x` under the counter (`bkprof.count_flops`): eval-mode forward, or a
     train-mode forward + backward from the layer's output (its statistics get no gradient).
 
-    With `backward`, x requires grad (as it does inside a network).
+    With `backward`, x requires grad (as it does inside a network). `tensors`: as in `bkprof.count_flops`.
     """
     from bkprof.flops.model_count import count_op_counts
 
     layer.train(backward)
     if backward:
         x = x.detach().requires_grad_()
-    counts, _, _ = count_op_counts(layer, (x,), {}, backward=backward, loss_fn=lambda out: out[0].sum())
+    counts, _, _ = count_op_counts(layer, (x,), {}, backward=backward, loss_fn=lambda out: out[0].sum(),
+                                   tensors=tensors)
     result = CountResult(created_bytes=counts.created_bytes)
     for (phase, module, family, op), flops in counts.flops.items():
         result.flops[(phase, _component(module), family, op)] += flops

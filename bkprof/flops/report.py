@@ -78,13 +78,21 @@ def counter_skipped(name: str, c: LayerConfig) -> str | None:
     return None
 
 
+def _real_bytes_estimate(c: LayerConfig, batch: int) -> int:
+    """A generous bound on a real run's bytes, from the config alone: the experts' weights (twice, for
+    a multi-scale layer's inner one) and 64 tensors the size of the input."""
+    return 4 * (2 * 4 * c.num_experts * c.d_model ** 2 + 64 * batch * c.n_seq * c.d_model)
+
+
 def _meta_count(name: str, c: LayerConfig, batch: int, backward: bool):
-    """The op counter's count on the meta device, and the bytes a real run would need (parameters,
-    input and every tensor the forward creates: an upper bound)."""
-    with torch.device("meta"):
+    """The op counter's count, on real tensors where they fit in FVCORE_MEMORY_LIMIT, else on the
+    meta device; and the bytes a real run needs (parameters, input and every tensor the forward
+    creates: an upper bound)."""
+    real = _real_bytes_estimate(c, batch) <= FVCORE_MEMORY_LIMIT
+    with torch.device("cpu" if real else "meta"):
         model = build(name, c, seed=SEED)
-        x = torch.empty(batch, c.n_seq, c.d_model)
-    counted = count_flops(model, x, backward=backward)
+        x = _input(c, batch) if real else torch.empty(batch, c.n_seq, c.d_model)
+    counted = count_flops(model, x, backward=backward, tensors="real" if real else "auto")
     state_bytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers(), x])
     return counted, state_bytes + counted.created_bytes
 
