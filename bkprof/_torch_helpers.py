@@ -19,7 +19,12 @@ def skip_dynamo_guard(guarded) -> None:
 def one_thread():
     """Run torch ops on one CPU thread, then restore the thread count. Counting runs are thousands of
     tiny ops: handing each to a thread pool costs more than it saves (on a shared 2-core machine,
-    ten times the CPU time), and the counts do not depend on it."""
+    ten times the CPU time), and the counts do not depend on it.
+
+    For bkprof's own processes only (the CLI): once torch.set_num_threads has been called, MKL's
+    batched LU can fail on later multi-threaded calls in that process (pytorch/pytorch#141358; seen
+    with torch 2.13: a 3 x 512 x 512 complex128 torch.linalg.inv raises "Pivots given to lu_solve"),
+    so the library never changes the thread count of a caller's process."""
     import torch
 
     threads = torch.get_num_threads()

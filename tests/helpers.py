@@ -13,7 +13,10 @@ def dense_resolvent_diagonal(diag, upper, lower, z=1j) -> torch.Tensor:
         diag, upper, lower = diag[None], upper[None], lower[None]
     n = diag.shape[-1]
     t = torch.diag_embed(diag) + torch.diag_embed(upper, 1) + torch.diag_embed(lower, -1)
-    g = torch.linalg.inv(t.to(torch.complex128) - z * torch.eye(n, dtype=torch.complex128)).diagonal(dim1=-2, dim2=-1)
+    shifted = t.to(torch.complex128) - z * torch.eye(n, dtype=torch.complex128)
+    # one matrix at a time: after any torch.set_num_threads in the process (the CLI tests run bkprof in
+    # it), MKL's batched complex LU fails on multi-threaded calls (pytorch/pytorch#141358)
+    g = torch.stack([torch.linalg.inv(m).diagonal() for m in shifted])
     return g if batched else g[0]
 
 

@@ -172,3 +172,13 @@ def test_triton_kernel_is_counted_by_its_own_formula(name):
     assert not result.missing
     assert result.by_component()["bk_core"] == sum(forward_families(name, config, batch=2, device="cuda")["bk_core"].values())
     assert result.total() == analytic_flops(name, config, batch=2, device="cuda")
+
+
+def test_counting_leaves_the_callers_thread_count_alone(monkeypatch):
+    """The library must not call torch.set_num_threads in a caller's process: after it, MKL's batched
+    complex LU fails on multi-threaded calls (pytorch/pytorch#141358), so a user's own
+    torch.linalg.inv would break after bkprof counted something."""
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    flops_report(LayerConfig(d_model=16, n_seq=32), ["dense", "combined"], backward=True)
+    assert calls == []

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from bkprof._torch_helpers import one_thread
 from bkprof.cli import app
 from bkprof.cli.errors import BadInput, Command
 from bkprof.cli.options import (FormatOpt, LayerOptions, Output, Variants, checked_backend, checked_device,
@@ -70,7 +71,9 @@ def flops(
     except ValueError as error:
         raise BadInput(str(error)) from None
     checked_backend(config.backend, "cpu")  # FLOPs are counted on the CPU
-    emit_report(settings.report(config), format, output)
+    with one_thread():  # the CLI owns its process; the library leaves the thread count alone
+        report = settings.report(config)
+    emit_report(report, format, output)
 
 
 def _model_tables(model: str, shapes: list[str], inputs: Optional[str], dtype: str, device: str, backward: bool,

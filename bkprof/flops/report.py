@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import torch
 
-from bkprof._torch_helpers import one_thread
 from bkprof.flops.analytic import analytic_components, analytic_family_totals, backward_components
 from bkprof.flops.claims import claim_variants, evaluate_claims
 from bkprof.flops.counter import count_flops
@@ -109,9 +108,8 @@ def _fvcore(name: str, c: LayerConfig, batch: int, real_bytes: int | None) -> tu
 def count_variant(name: str, c: LayerConfig, batch: int, backward: bool) -> dict:
     """The analytic, op-counter and fvcore accounts of one variant."""
     skipped = counter_skipped(name, c)
-    with one_thread():
-        counted, real_bytes = _meta_count(name, c, batch, backward) if skipped is None else (None, None)
-        fv, fvcore_note = _fvcore(name, c, batch, real_bytes)
+    counted, real_bytes = _meta_count(name, c, batch, backward) if skipped is None else (None, None)
+    fv, fvcore_note = _fvcore(name, c, batch, real_bytes)
     components = analytic_components(name, c, batch=batch, backward=backward)
     counted_components = {}
     if counted is not None:
