@@ -256,6 +256,8 @@ def test_cuda_rows_measure_peak_memory_and_graph_replay():
     assert (frame["bk_core_graph_ms"] > 0).all()
     if grouped.triton is not None:  # the MoE finds each expert's rows on the device: every step is captured
         assert (frame["graph_ms"] > 0).all()
+        # a part of the step's device time: above 0, below the whole step
+        assert frame["bk_core_graph_share"].between(0, 1, inclusive="neither").all()
     else:  # the MoE's loop fallback syncs: the note says why the step was not captured
         assert all(ms > 0 or "not capturable" in note for ms, note in zip(frame["graph_ms"].fillna(0), frame["note"]))
 

@@ -29,6 +29,7 @@ _SHOWN = {  # results column -> (heading, format) in the table a person reads; r
     "peak_mib": ("peak MiB", "{:,.1f}"),
     "graph_ms": ("graph ms", "{:,.3f}"),
     "bk_core_graph_ms": ("BK-Core graph ms", "{:,.3f}"),
+    "bk_core_graph_share": ("BK-Core graph", "{:.1%}"),
     "graph_of_peak": ("graph of peak", "{:.2%}"),
     "note": ("note", None),
 }
@@ -155,7 +156,7 @@ def _ops_table(key: str, ops: list[dict], payload: dict) -> Table:
                  f"self {kind} time per run over {runs} profiled runs (torch.profiler); share of all self {kind} time")
 
 
-GRAPH_COLUMNS = ("graph_ms", "bk_core_graph_ms", "graph_of_peak")
+GRAPH_COLUMNS = ("graph_ms", "bk_core_graph_ms", "bk_core_graph_share", "graph_of_peak")
 
 
 def _per_s(gflop, ms):

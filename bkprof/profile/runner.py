@@ -38,6 +38,8 @@ COLUMNS = {
                 "activations), MiB; CPU: not measured",
     "graph_ms": "--graphs: median time of one replay of the step captured as a CUDA graph, milliseconds",
     "bk_core_graph_ms": "--graphs: the same for the BK-Core alone",
+    "bk_core_graph_share": "--graphs: bk_core_graph_ms / graph_ms, the BK-Core's share of the step's device time "
+                           "(graph replays carry no host launch time, which the eager share includes)",
     "note": "why a column is empty",
 }
 
@@ -164,6 +166,8 @@ def _measure_row(row: _Row, name, config, mode, settings: ProfileSettings, timer
     if settings.graphs:
         row.phase = "BK-Core graph capture"
         row["bk_core_graph_ms"] = _graph_ms(row, "BK-Core", timer, core_step, potentials)
+        if row["bk_core_graph_ms"] is not None and row["graph_ms"]:
+            row["bk_core_graph_share"] = row["bk_core_graph_ms"] / row["graph_ms"]
 
     if not (settings.components or settings.ops or settings.trace_dir):
         return
