@@ -197,3 +197,10 @@ def test_bad_corpus_is_one_line(tmp_path):
     result = CliRunner().invoke(app, ["validate", "--corpus", str(tmp_path / "none"), "--runs-file",
                                       str(tmp_path / "r.jsonl")])
     assert result.exit_code == 2 and "not a folder" in result.output
+
+
+def test_the_bundled_corpus_is_described_without_this_machines_path():
+    """Reports are committed and compared between machines: the bundled data is named by its place in
+    bkprof, not by where this install happens to live."""
+    text = corpus_files().describe()
+    assert str(bundled_folder()) not in text and "bkprof/data/wikitext-2" in text

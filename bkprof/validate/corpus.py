@@ -30,7 +30,9 @@ class CorpusFiles:
     test: Path
 
     def describe(self) -> str:
-        return f"trained on {self.train.name}, evaluated on {self.test.name} ({self.train.parent})"
+        bundled = self.train.parent == bundled_folder()
+        where = "the copy bundled with bkprof, bkprof/data/wikitext-2" if bundled else str(self.train.parent)
+        return f"trained on {self.train.name}, evaluated on {self.test.name} ({where})"
 
 
 def bundled_folder() -> Path:
