@@ -1,5 +1,10 @@
 import os
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one torch thread per xdist worker (set before any test imports torch): the workers already use
+    # every core, and more threads than cores make each small op wait
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from hypothesis import Phase, settings
 
 # CI machines have 2 cores and no patience for flaky deadlines; hypothesis' example database

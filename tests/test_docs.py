@@ -20,6 +20,8 @@ regenerate = sys.modules.setdefault("regenerate", importlib.util.module_from_spe
 _spec.loader.exec_module(regenerate)
 
 README_MAX_LINES = 200
+# the shown commands run once per worker that needs them: keep this module on one
+pytestmark = pytest.mark.xdist_group("docs")
 
 
 def _shown():
