@@ -23,7 +23,7 @@ light:
 
 from __future__ import annotations
 
-import importlib
+from bkprof._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -52,13 +52,4 @@ _SOURCES = {
 __all__ = ["__version__", *_SOURCES]
 
 
-def __getattr__(name: str):
-    if name not in _SOURCES:
-        raise AttributeError(f"module 'bkprof' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_SOURCES[name]), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_SOURCES))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _SOURCES)

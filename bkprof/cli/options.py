@@ -175,8 +175,8 @@ def device_option(help: str = "Where to run: auto (cuda when there is one), cpu,
 
 
 def profile_modes() -> tuple[str, ...]:
-    """The profiler's modes (`bkprof.profile.MODES`, read when needed: the profiler imports torch)."""
-    from bkprof.profile.steps import MODES
+    """The profiler's modes (`bkprof.profile.MODES`)."""
+    from bkprof.profile.modes import MODES
 
     return MODES
 

@@ -19,7 +19,7 @@ def _schedules():
 
 
 def _loss_kinds():
-    from bkprof.training.losses import LOSS_KINDS
+    from bkprof.training.kinds import LOSS_KINDS
 
     return LOSS_KINDS
 

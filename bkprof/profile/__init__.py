@@ -1,8 +1,14 @@
-"""Time and memory of each layer variant on the CPU or a CUDA device (`bkprof profile`)."""
+"""Time and memory of each layer variant on the CPU or a CUDA device (`bkprof profile`).
 
-from bkprof.profile.runner import COLUMNS, ProfileResult, ProfileSettings, profile_variants
-from bkprof.profile.steps import MODES, OPTIMIZER
-from bkprof.profile.timing import Measurement, Timer
+Names load their modules (and torch) on first use: the command line reads `MODES` without torch."""
 
-__all__ = ["COLUMNS", "MODES", "OPTIMIZER", "Measurement", "ProfileResult", "ProfileSettings", "Timer",
-           "profile_variants"]
+from bkprof._lazy import lazy_exports
+
+_SOURCES = {
+    "COLUMNS": "bkprof.profile.runner", "ProfileResult": "bkprof.profile.runner",
+    "ProfileSettings": "bkprof.profile.runner", "profile_variants": "bkprof.profile.runner",
+    "MODES": "bkprof.profile.modes", "OPTIMIZER": "bkprof.profile.steps",
+    "Measurement": "bkprof.profile.timing", "Timer": "bkprof.profile.timing",
+}
+__all__ = sorted(_SOURCES)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _SOURCES)

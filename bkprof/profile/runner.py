@@ -12,7 +12,8 @@ from bkprof.flops.counter import count_flops
 from bkprof.profile.components import ComponentRanges, attribute, breakdown, live_bytes
 from bkprof.profile.memory import MIB, PeakMemory, is_out_of_memory, release
 from bkprof.profile.ops import PROFILED_RUNS, profile_ops
-from bkprof.profile.steps import MODES, bk_core_inputs, bk_core_step, input_pool, layer_step
+from bkprof.profile.modes import MODES
+from bkprof.profile.steps import bk_core_inputs, bk_core_step, input_pool, layer_step
 from bkprof.profile.timing import Measurement, NotCapturable, Timer, first_line
 from bkprof.variants import REFERENCE, LayerConfig, build
 

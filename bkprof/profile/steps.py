@@ -13,9 +13,9 @@ from typing import Callable
 import torch
 from torch import nn
 
+from bkprof.profile.modes import MODES
 from bkprof.variants.dense import BKCore
 
-MODES = ("forward", "train")
 OPTIMIZER = "Adam(lr=1e-4), capturable on CUDA so the step can be graph-captured"
 INPUT_POOL = 4
 

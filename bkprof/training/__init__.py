@@ -1,9 +1,15 @@
-"""Sparsity training: the losses and the adaptive scheduler of the second source document (docs/sweeps.md)."""
+"""Sparsity training: the losses and the adaptive scheduler of the second source document (docs/sweeps.md).
 
-from bkprof.training.losses import (DEFAULT_DELTA, LOSS_KINDS, balanced_loss, current_sparsity, sparsity_loss,
-                                    stats_sparsity, stats_sparsity_loss)
-from bkprof.training.schedule import SCHEDULES, AdaptiveSparsityScheduler, ScheduleState, shaped_progress
+Names load their modules (and torch) on first use: the command line reads the choice tuples without torch."""
 
-__all__ = ["DEFAULT_DELTA", "LOSS_KINDS", "SCHEDULES", "AdaptiveSparsityScheduler", "ScheduleState",
-           "balanced_loss", "current_sparsity", "shaped_progress", "sparsity_loss", "stats_sparsity",
-           "stats_sparsity_loss"]
+from bkprof._lazy import lazy_exports
+
+_SOURCES = {
+    **{name: "bkprof.training.losses" for name in ("DEFAULT_DELTA", "balanced_loss", "current_sparsity", "sparsity_loss",
+                                                   "stats_sparsity", "stats_sparsity_loss")},
+    "LOSS_KINDS": "bkprof.training.kinds",
+    **{name: "bkprof.training.schedule" for name in ("SCHEDULES", "AdaptiveSparsityScheduler", "ScheduleState",
+                                                     "shaped_progress")},
+}
+__all__ = sorted(_SOURCES)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _SOURCES)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-LOSS_KINDS = ("l2", "l1", "kl", "adaptive")
+from bkprof.training.kinds import LOSS_KINDS
 
 # The source's demo numbers (current 0.387, target 0.5: adaptive 0.006328) come from delta = 0.1.
 DEFAULT_DELTA = 0.1

@@ -1,0 +1,3 @@
+"""The profiler's modes; torch-free, so the command line lists them without importing torch."""
+
+MODES = ("forward", "train")
