@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -15,21 +16,27 @@ def test_version():
     assert result.exit_code == 0 and result.output.strip() == f"bkprof {__version__}"
 
 
+HEAVY = ["torch", "pandas", "fvcore"]
+
+
+def _modules_after(argv: list[str], modules: list[str]) -> list[str]:
+    """Which of `modules` a fresh interpreter has loaded after running `bkprof ARGV`."""
+    code = ("import json, runpy, sys\n"
+            f"sys.argv = ['bkprof', *{argv!r}]\n"
+            "try:\n    runpy.run_module('bkprof', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            f"print(json.dumps([m for m in {modules!r} if m in sys.modules]), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return json.loads(result.stderr.strip().splitlines()[-1])
+
+
 def test_help_loads_no_heavy_library():
-    code = "import sys, bkprof.cli; print(sorted(m for m in ('torch', 'pandas', 'fvcore') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert _modules_after(["--help"], HEAVY) == []
 
 
 @pytest.mark.parametrize("command", ["flops", "profile", "sweep", "schedule", "check", "validate"])
 def test_command_help_loads_no_heavy_library(command):
     """Each command's --help lists its choices (modes, schedules, loss kinds, variants) without torch."""
-    code = ("import sys, runpy\n"
-            f"sys.argv = ['bkprof', {command!r}, '--help']\n"
-            "try:\n    runpy.run_module('bkprof', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('torch', 'pandas', 'fvcore') if m in sys.modules), file=sys.stderr)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.stderr.strip().splitlines()[-1] == "[]", result.stderr
+    assert _modules_after([command, "--help"], HEAVY) == []
 
 
 def test_unknown_option_is_one_line_exit_2():
@@ -40,8 +47,4 @@ def test_unknown_option_is_one_line_exit_2():
 
 def test_flops_never_imports_torch_dynamo():
     """torch._dynamo costs about 2 s of `bkprof flops`'s start-up; nothing it runs is compiled."""
-    code = ("import sys, runpy\nsys.argv = ['bkprof', 'flops', '--d-model', '8', '--n-seq', '8', '--backward']\n"
-            "try:\n    runpy.run_module('bkprof', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-            "print('torch._dynamo' in sys.modules, file=sys.stderr)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.stderr.strip().splitlines()[-1] == "False", result.stderr
+    assert _modules_after(["flops", "--d-model", "8", "--n-seq", "8", "--backward"], ["torch._dynamo"]) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from bkprof.validate.summary import summarise
 from bkprof.validate.train import Recipe, RunSpec
 from bkprof.variants import LayerConfig
 
+ROOT = Path(__file__).resolve().parent.parent
 TRAIN = "\n".join(["the cat sat on the mat .", "the dog sat on the log .", " = Title = ", ""] * 12)
 TEST = "\n".join(["the cat sat on the log .", "a bird sat on the mat ."] * 10)
 
@@ -204,3 +206,17 @@ def test_the_bundled_corpus_is_described_without_this_machines_path():
     bkprof, not by where this install happens to live."""
     text = corpus_files().describe()
     assert str(bundled_folder()) not in text and "bkprof/data/wikitext-2" in text
+
+
+def test_training_flops_equal_the_committed_h200_report():
+    """The committed H200 grid counted its training FLOPs with the op counter as it stood then (its own
+    forward and backward passes, seeded by hand); bkprof.count_flops must give the same numbers."""
+    import inspect
+
+    runs = [json.loads(line) for line in (ROOT / "reports/validate/H200-2026-12-02/runs.jsonl").read_text().splitlines()]
+    run = next(r for r in runs if r["variant"] == "dense" and r["seed"] == 0)
+    recipe = json.loads(run["grid"])["recipe"]
+    recipe = Recipe(**{k: v for k, v in recipe.items() if k in inspect.signature(Recipe).parameters})
+    cost = train_flops_per_token(RunSpec("dense", None, None, 0), recipe, load_corpus().vocab)
+    assert cost["train_flops_per_token"] == run["train_flops_per_token"]
+    assert cost["blocks_train_flops_per_token"] == run["blocks_train_flops_per_token"]

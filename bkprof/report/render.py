@@ -27,7 +27,7 @@ FILE_WIDTH = 140
 # A word without a digit longer than this (an operator name, a metric path) may be broken;
 # a word with a digit (a number, "86%;", "N=256,") never is. Record views try the short limit last.
 SOFT_WORD, SHORT_SOFT_WORD = 24, 8
-# The space between a number and its unit ("45.4 %", "3.2 ms") is glued, so they stay on one line.
+# The space between a number and its unit ("12.5 %", "3.2 ms") is glued, so they stay on one line.
 _UNIT_SPACE = re.compile(r"(?<=\d) (?=(?:%|×|x|[mµun]?s|[KMG]i?B|FLOP/s|[KMGT]?FLOPs?)(?!\w))")
 # textwrap splits on ASCII whitespace only, so a no-break space (U+00A0) glues two words: the
 # tables use it between a name and its share ("refine\u00a025%") and it prints as a space.
