@@ -5,3 +5,4 @@ from bkprof.cli import flops_cmd  # noqa: F401
 from bkprof.cli import sweep_cmd  # noqa: F401
 from bkprof.cli import schedule_cmd  # noqa: F401
 from bkprof.cli import validate_cmd  # noqa: F401
+from bkprof.cli import report_cmd  # noqa: F401

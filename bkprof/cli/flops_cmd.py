@@ -13,6 +13,7 @@ from bkprof.cli.errors import BadInput, Command
 from bkprof.cli.options import (FormatOpt, LayerOptions, Output, Variants, checked_backend, checked_device,
                                 emit_report, flag, integer_option, non_negative, text_option, variant_names,
                                 with_layer_options)
+from bkprof.cli.report_cmd import HtmlOpt, write_page
 ModelOpt = Annotated[Optional[str], text_option(
     "--model", "Count this nn.Module instead of the variants: a factory returning it, or the module itself.",
     "PKG.MODULE:FACTORY")]
@@ -44,6 +45,7 @@ def flops(
     depth: Depth = 2,
     format: FormatOpt = "table",
     output: Output = None,
+    html: HtmlOpt = None,
 ) -> None:
     """FLOPs of each variant: published formulas, analytic count, op counter, fvcore, and the claims.
     With --model: the FLOPs of your own module, by family, module and op, beside PyTorch's and fvcore's."""
@@ -53,13 +55,16 @@ def flops(
         from bkprof.flops.tables import conventions_table
 
         table = conventions_table()
-        emit_report(Report(payload={"conventions": table.frame.to_dict("records")}, tables=[table], results=table),
-             format, output)
+        report = Report(payload={"conventions": table.frame.to_dict("records")}, tables=[table], results=table)
+        emit_report(report, format, output)
+        write_page(report, html)
         return
     if model is not None:
         if variant:
             raise BadInput("--variant: counts the BK-Core variants; --model counts your module: give one of them")
-        emit_report(_model_tables(model, input_shape or [], inputs, dtype, device, backward, depth), format, output)
+        report = _model_tables(model, input_shape or [], inputs, dtype, device, backward, depth)
+        emit_report(report, format, output)
+        write_page(report, html)
         return
     if input_shape or inputs:
         raise BadInput(f"{'--input-shape' if input_shape else '--inputs'}: the inputs of --model, which is not given")
@@ -74,6 +79,7 @@ def flops(
     with one_thread():  # the CLI owns its process; the library leaves the thread count alone
         report = settings.report(config)
     emit_report(report, format, output)
+    write_page(report, html)
 
 
 def _model_tables(model: str, shapes: list[str], inputs: Optional[str], dtype: str, device: str, backward: bool,

@@ -13,6 +13,7 @@ from bkprof.cli.options import (MAX_RUNS, FormatOpt, LayerOptions, Output, Varia
                                 choice_option, device_option, emit_report, flag, integer_option, non_negative,
                                 number_option, output_folder_option, positive, profile_modes, progress_bar,
                                 variant_names, with_layer_options)
+from bkprof.cli.report_cmd import HtmlOpt, write_page
 
 
 TRACE_SUFFIXES = (".json",)
@@ -45,12 +46,15 @@ def profile(
     peaks: Annotated[bool, flag("--peaks", "Print the table of device peaks bkprof knows, and exit.")] = False,
     format: FormatOpt = "table",
     output: Output = None,
+    html: HtmlOpt = None,
 ) -> None:
     """Time and memory of each variant: median/p10/p90 step time, tokens/s, achieved FLOP/s, BK-Core share, peak MiB."""
     if peaks:
         from bkprof.profile.peaks import peaks_report
 
-        emit_report(peaks_report(), format, output)
+        report = peaks_report()
+        emit_report(report, format, output)
+        write_page(report, html)
         return
     for option, value in (("--peak-tflops", peak_tflops), ("--peak-gbps", peak_gbps)):
         if value is not None and value <= 0:
@@ -84,6 +88,7 @@ def profile(
 
             write_rooflines(report.payload, plot_folder)
     emit_report(report, format, output)
+    write_page(report, html)
     if result.failed:
         raise typer.Exit(1)
 

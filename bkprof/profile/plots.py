@@ -27,6 +27,19 @@ def roofline_points(payload: dict, mode: str) -> list[dict]:
 
 def roofline_png(payload: dict, mode: str) -> bytes | None:
     """The PNG of one mode's roofline, or None when no component has all of FLOPs, bytes and time."""
+    figure = roofline_figure(payload, mode)
+    if figure is None:
+        return None
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def roofline_figure(payload: dict, mode: str):
+    """One mode's roofline as a matplotlib figure (the PNG above, the SVG of `bkprof report`), or None."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,10 +74,7 @@ def roofline_png(payload: dict, mode: str) -> bytes | None:
     axes.legend(handles=handles + axes.get_legend_handles_labels()[0], fontsize=7, loc="lower right")
     axes.grid(alpha=0.3, which="both")
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    plt.close(figure)
-    return buffer.getvalue()
+    return figure
 
 
 def _draw_roofs(axes, roof: dict, low: float, high: float) -> None:
