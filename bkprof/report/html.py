@@ -231,6 +231,7 @@ def figure_svg(draw, salt: str) -> str | None:
         plt.close(figure)
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg"):]  # no XML prolog or DOCTYPE inside HTML
+    svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)  # RDF about the file, not the figure
     for colour, variable in _SVG_COLOURS.items():
         svg = svg.replace(colour, variable)
     return svg
