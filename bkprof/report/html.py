@@ -388,10 +388,9 @@ def _history(records: list[dict], section: Section) -> list:
     trends = []
     for metric in metrics:
         values = [r["metrics"][metric] for r in records if isinstance(r["metrics"].get(metric), (int, float))]
-        trends.append({"metric": metric, "runs": len(values), "first": values[0], "latest": values[-1],
-                       "latest − first": values[-1] - values[0]})
-    frame = pd.DataFrame(trends, columns=["metric", "runs", "first", "latest", "latest − first"])
-    formats = {"first": FORMATS["current"], "latest": FORMATS["current"], "latest − first": FORMATS["delta"]}
+        trends.append({"metric": metric, "runs": len(values), "first": values[0], "latest": values[-1]})
+    frame = pd.DataFrame(trends, columns=["metric", "runs", "first", "latest"])
+    formats = {"first": FORMATS["current"], "latest": FORMATS["current"]}
     if metrics:
         section.figures.append(("each metric run by run (x: the run's commit)", lambda: trend_figure(records, metrics)))
     return [Table("Runs (oldest first)", runs), Table("Metrics over the runs", frame, formats,
