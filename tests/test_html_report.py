@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from bkprof.cli import app
 from bkprof.report.html import Document, detect_kind, read_document, render_html
+from tests.test_cli_basics import _modules_after
 
 REPO = Path(__file__).resolve().parents[1]
 VALIDATE = REPO / "reports/validate/H200-2026-12-02/validate.json"
@@ -144,6 +145,21 @@ def test_html_option_writes_the_page_report_makes_from_the_json(tmp_path):
     assert done.exit_code == 0, done.output
     expected = render_html([Document("bkprof flops", "flops", json.loads(data.read_text()))])
     assert page.read_text(encoding="utf-8") == expected
+
+
+def test_profile_html_writes_its_run(tmp_path):
+    page = tmp_path / "profile.html"
+    done = _run("profile", "--device", "cpu", "--variant", "dense", "--mode", "forward", "--batch", "1", "--n-seq", "16",
+                "--d-model", "8", "--experts", "2", "--runs", "1", "--warmup", "0", "--format", "json", "--html", str(page))
+    assert done.exit_code == 0, done.output
+    row = json.loads(done.stdout)["rows"][0]
+    html = page.read_text(encoding="utf-8")
+    assert 'data-kind="profile"' in html and f"{row['median_ms']:,.3f}" in html and "roofline, forward" in html
+
+
+def test_report_help_loads_no_template_plotting_or_torch():
+    heavy = ["torch", "pandas", "fvcore", "jinja2", "matplotlib"]
+    assert _modules_after(["report", "--help"], heavy) == [] and _modules_after(["--help"], heavy) == []
 
 
 def test_html_option_is_checked_before_the_work(tmp_path):
