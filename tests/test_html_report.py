@@ -29,7 +29,7 @@ BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backgr
                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 TIMEOUT_MS = 10_000
 
-# the documents are made once, on one worker, for every test of this file
+# the documents and the page are made once (session fixtures, one worker) for every test of this file
 pytestmark = pytest.mark.xdist_group("html")
 
 
@@ -38,7 +38,7 @@ def _run(*args: str):
     return done
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def documents(tmp_path_factory) -> dict[str, Path]:
     """One document of every kind: fresh small flops, model, check and history; committed profile, validate, sweep."""
     folder = tmp_path_factory.mktemp("documents")
@@ -63,7 +63,7 @@ def _load(path: Path):
     return [json.loads(line) for line in text.splitlines()] if path.suffix == ".jsonl" else json.loads(text)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def page(documents, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("page") / "report.html"
     done = _run("report", *map(str, documents.values()), "--output", str(path))

@@ -275,6 +275,7 @@ def trend_figure(records: list[dict], metrics: list[str]):
         axes.set_xticklabels([(c or "?")[:7] for _, c, _ in points], fontsize=6, rotation=30)
         axes.set_title(metric, fontsize=7)
         axes.tick_params(axis="y", labelsize=6)
+        axes.yaxis.get_offset_text().set_fontsize(6)  # the "1e7" of FLOP counts, as small as its ticks
         axes.grid(alpha=0.3)
     for axes in list(grid.flat)[len(metrics):]:
         axes.set_visible(False)
