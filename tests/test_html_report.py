@@ -280,6 +280,9 @@ def test_the_page_in_chromium_shows_every_document_and_its_numbers(page, documen
 
         sweep = _load(documents["sweep"])
         assert len(_table(by_kind["sweep"], "Sweep")) == len(sweep["rows"])
+        scaling = _table(by_kind["sweep"], "Scaling with N")
+        assert [{k: r[k] for k in r if k.startswith("k_")} for r in scaling] == \
+            [{k: "—" if v is None else f"{v:.3f}" for k, v in s.items() if k.startswith("k_")} for s in sweep["scaling"]]
 
         # figures: flops components, history trend, profile rooflines (one per mode), validate frontiers (two)
         modes = len({r["mode"] for r in profile["rows"]})

@@ -180,12 +180,12 @@ class Section:
 
 def html_table(table) -> HtmlTable:
     """A `bkprof.report.Table` with every cell as the terminal and Markdown renderers write it."""
-    # the renderer's own cell formatting and number test (same package): one set of number conventions
-    from bkprof.report.render import _GLUE, _is_numeric, _rows
+    # the renderer's own cell formatting and number test (same package): one set of number conventions;
+    # its no-break spaces ("refine\u00a025%") keep a name and its share on one line here too
+    from bkprof.report.render import _is_numeric, _rows
 
     headers = [str(c) for c in table.frame.columns]
-    rows = [[text.replace(_GLUE, "\u00a0") for text in row] for row in _rows(table)]
-    return HtmlTable(table.title, table.caption, headers, rows, [_is_numeric(table, c) for c in table.frame.columns],
+    return HtmlTable(table.title, table.caption, headers, _rows(table), [_is_numeric(table, c) for c in table.frame.columns],
                      [h in _VERDICT_HEADERS for h in headers])
 
 
@@ -358,7 +358,14 @@ def _sweep(doc: dict, section: Section) -> list:
     plan = SweepPlan(axes=doc["axes"], variants=doc["variants"], fixed=doc.get("fixed") or {})
     errors = sum(bool(r.get("error")) for r in doc["rows"])
     section.summary = f"{len(doc['rows'])} points over {', '.join(doc['axes']) or 'no axis'}; {errors} failed."
-    return sweep_report(plan, doc["rows"], doc.get("settings") or {}).tables
+    tables = sweep_report(plan, doc["rows"], doc.get("settings") or {}).tables
+    if doc.get("scaling"):
+        import pandas as pd
+
+        for table in tables:  # the exponents as the document recorded them (sweep_report fits them again)
+            if table.title.startswith("Scaling"):
+                table.frame = pd.DataFrame(doc["scaling"])
+    return tables
 
 
 def _check(doc: dict, section: Section) -> list:
