@@ -101,6 +101,12 @@ def removed_after(hooks: list):
             hook.remove()
 
 
+def _without_compile_wrappers(name: str) -> str:
+    """`block._orig_mod.fc` -> `block.fc`: a compiled submodule (torch.compile's OptimizedModule)
+    and the module it wraps are one module for the count."""
+    return ".".join(part for part in name.split(".") if part != "_orig_mod")
+
+
 @dataclass
 class OpCounts:
     """FLOPs keyed by (phase, module, family, op); bytes moved by (phase, module); calls of ops without
@@ -129,6 +135,7 @@ class OpCounter(TorchDispatchMode):
         """Keep the stack of running submodules (hooks live outside the mode, which re-enters itself)."""
         hooks = []
         for name, module in self.model.named_modules():
+            name = _without_compile_wrappers(name)
             hooks.append(module.register_forward_pre_hook(partial(self._enter_module, name)))
             hooks.append(module.register_forward_hook(partial(self._leave_module, name)))
         with removed_after(hooks):

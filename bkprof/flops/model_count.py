@@ -10,8 +10,10 @@ real FLOPs; every op without a formula is listed, never counted as 0.
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections import Counter
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -130,6 +132,7 @@ def count_op_counts(model: nn.Module, inputs: tuple, kwargs: dict, *, backward: 
                     tensors: str = "auto") -> tuple[OpCounts, str, str | None]:
     """The op counter's raw counts of one run (module None: work outside every module), what the
     model ran on, and why not on fake tensors."""
+    model = eager_module(model)
 
     def measure(run, inputs, kwargs) -> OpCounts:
         counter = OpCounter(model)
@@ -152,6 +155,8 @@ def torch_flop_counter(model: nn.Module, *inputs, backward: bool = False, loss_f
     and "backward": FLOPs with `backward`}. Its convention: 2 per multiply-accumulate, and only the
     ops in PyTorch's flop registry (matmul, conv, some attention kernels); every other op counts 0."""
     from torch.utils.flop_counter import FlopCounterMode
+
+    model = eager_module(model)
 
     def measure(run, inputs, kwargs) -> dict[str, int]:
         totals = {}
@@ -178,23 +183,98 @@ def _execute(model: nn.Module, inputs, kwargs, tensors: str, measure):
     "real", why not fake or None)."""
     if tensors not in TENSOR_KINDS:
         raise ValueError(f"tensors must be one of {', '.join(TENSOR_KINDS)}, got {tensors!r}")
+    model = eager_module(model)
+    with _eager_compiled_code():
+        return _execute_eagerly(model, inputs, kwargs, tensors, measure)
+
+
+def eager_module(model: nn.Module) -> nn.Module:
+    """The module a `torch.compile`d one wraps (`_orig_mod`), itself for any other module.
+
+    A compiled module is counted as the eager model it compiles: the same ops, the same FLOPs, and
+    module names without the `_orig_mod` prefix."""
+    while type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+        model = model._orig_mod
+    return model
+
+
+@contextmanager
+def _eager_compiled_code():
+    """Compiled code inside the model (a compiled submodule, a compiled function its forward calls)
+    runs eagerly while it is counted.
+
+    Left to Dynamo, compiled code traces into the counter's dispatch mode and Inductor's kernels run
+    on fake tensors without storage: the interpreter crashes (SIGSEGV). `force_eager` runs the
+    original Python code instead, so every op reaches the counter as in an eager run. Nothing can be
+    compiled unless torch._dynamo has been imported (torch.compile imports it), so it is not imported
+    here otherwise (about 2 s)."""
+    if "torch._dynamo" not in sys.modules:
+        yield
+        return
+    with torch.compiler.set_stance("force_eager"):
+        yield
+
+
+def _execute_eagerly(model: nn.Module, inputs, kwargs, tensors: str, measure):
     state = _tensors_of(model, inputs, kwargs)
     if any(t.is_meta for t in state):
         return measure(model, inputs, kwargs), "meta", None
     fake_mode = _fake_mode_of(state)
     if fake_mode is not None:
-        with fake_mode:
+        with fake_mode, quiet_fake_tensor_log():
             return measure(model, inputs, kwargs), "fake", None
     if tensors == "real":
-        return measure(model, inputs, kwargs), "real", None
+        with _unchanged(model, inputs, kwargs):
+            return measure(model, inputs, kwargs), "real", None
     try:
         fake_mode, run, fake_inputs, fake_kwargs = _fake_copy(model, inputs, kwargs)
-        with fake_mode:
+        with fake_mode, quiet_fake_tensor_log():
             return measure(run, fake_inputs, fake_kwargs), "fake", None
     except Exception as error:  # noqa: BLE001 - whatever fails on fake tensors runs on the real ones
         if tensors == "fake":
             raise
-        return measure(model, inputs, kwargs), "real", _first_line(error)
+        with _unchanged(model, inputs, kwargs):
+            return measure(model, inputs, kwargs), "real", _first_line(error)
+
+
+@contextmanager
+def _unchanged(model: nn.Module, inputs, kwargs):
+    """Run the model on its own tensors and leave it, and the inputs, as they were: parameters and
+    buffers (BatchNorm's running statistics, its batch counter) get their values back, and every
+    `.grad` its old value (None, or the gradient accumulated before). Costs one copy of each."""
+    named = dict(model.named_parameters(remove_duplicate=False))
+    named.update(model.named_buffers(remove_duplicate=False))
+    modules = dict(model.named_modules(remove_duplicate=False))
+    saved = {name: t.detach().clone() for name, t in named.items()}
+    leaves = [t for t in [*named.values(), *tree_leaves((inputs, kwargs))] if isinstance(t, torch.Tensor)]
+    grads = [(t, None if t.grad is None else t.grad.detach().clone()) for t in leaves if t.requires_grad]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, value in saved.items():
+                owner, _, attr = name.rpartition(".")
+                current = getattr(modules[owner], attr, None)
+                if isinstance(current, torch.Tensor) and current.shape == value.shape:
+                    current.copy_(value)
+                else:  # the forward replaced the tensor (a buffer reassigned): put the old one back
+                    setattr(modules[owner], attr, value)
+        for tensor, grad in grads:
+            tensor.grad = grad
+
+
+@contextmanager
+def quiet_fake_tensor_log():
+    """No log from torch's fake tensors while a model runs on them: when an op fails there (the
+    model does not fit its input, or reads a value), torch logs the error with its traceback at
+    ERROR level; the caller reports it, or falls back to real tensors, in one line of its own."""
+    logger = logging.getLogger("torch._subclasses.fake_tensor")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _first_line(error: Exception) -> str:

@@ -21,10 +21,13 @@ from torch import nn
 from torch.utils._pytree import tree_leaves
 
 from bkprof.flops.fvcore_count import FvcoreCount, fvcore_analysis
-from bkprof.flops.model_count import ModelCount, count_flops, torch_flop_counter
+from bkprof.flops.model_count import (ModelCount, count_flops, eager_module, quiet_fake_tensor_log,
+                                      torch_flop_counter)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 FVCORE_MEMORY_LIMIT = 1 << 30  # fvcore traces real tensors: parameters, inputs and every activation
+# a model that fails on fake tensors is built again on real ones only if its parameters and inputs fit
+REAL_FALLBACK_LIMIT = 4 << 30
 
 
 class ModelInputError(ValueError):
@@ -147,7 +150,7 @@ def _build_on_fake_tensors(spec: ModelSpec, factory):
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     try:
-        with FakeTensorMode(allow_non_fake_inputs=True):
+        with FakeTensorMode(allow_non_fake_inputs=True), quiet_fake_tensor_log():
             return (*_build(spec, factory), None)
     except Exception as error:  # noqa: BLE001 - whatever fails on fake tensors is tried on real ones
         fallback = _one_line(error)
@@ -173,11 +176,23 @@ def model_report(spec: ModelSpec) -> dict:
     count (forward and, with backward, backward), PyTorch's and fvcore's, by family, module and op."""
     _check(spec)
     factory = _factory(spec)
-    built = _build_on_fake_tensors(spec, factory)
-    model, args, kwargs, built_real = built
+    model, args, kwargs, built_real = _build_on_fake_tensors(spec, factory)
+    model = eager_module(model)  # a torch.compile'd module counts as the eager one it wraps
     where = f"--model {spec.model!r} on {_describe(args, kwargs)}"
-    counted = _run(where, lambda: count_flops(model, *args, backward=spec.backward, **kwargs))
+    try:
+        counted = count_flops(model, *args, backward=spec.backward, **kwargs)
+    except Exception as error:  # noqa: BLE001 - on fake tensors: the model may read a value; try real ones
+        needed = _real_bytes(model, args, kwargs, None)
+        if built_real is not None or needed > REAL_FALLBACK_LIMIT:
+            raise ModelInputError(f"{where} raised {_one_line(error)}") from None
+        # the same fallback as the API's: the model and its inputs built again on real tensors
+        fallback = _one_line(error)
+        model, args, kwargs = _build(spec, factory)
+        model, built_real = eager_module(model), fallback
+        counted = _run(where, lambda: count_flops(model, *args, backward=spec.backward, **kwargs))
+        counted.fallback = counted.fallback or fallback
     theirs = _run(where, lambda: torch_flop_counter(model, *args, backward=spec.backward, **kwargs))
+    built = (model, args, kwargs, built_real)
     fv, fvcore_note = _fvcore(spec, factory, built, counted)
     doc = counted.as_dict(depth=spec.depth)
     doc.update(
@@ -218,10 +233,11 @@ def _tensor_text(value) -> str:
     return type(value).__name__
 
 
-def _real_bytes(model: nn.Module, args, kwargs, counted: ModelCount) -> int:
-    """Parameters, buffers, inputs and every tensor the forward creates: what a real run would hold at most."""
+def _real_bytes(model: nn.Module, args, kwargs, counted: ModelCount | None) -> int:
+    """Parameters, buffers, inputs and every tensor the forward creates (when counted): what a real
+    run would hold at most."""
     tensors = [*model.parameters(), *model.buffers(), *(t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor))]
-    return sum(t.numel() * t.element_size() for t in tensors) + counted.created_bytes
+    return sum(t.numel() * t.element_size() for t in tensors) + (counted.created_bytes if counted else 0)
 
 
 def _fvcore(spec: ModelSpec, factory, built, counted: ModelCount) -> tuple[FvcoreCount | None, str | None]:
@@ -236,6 +252,7 @@ def _fvcore(spec: ModelSpec, factory, built, counted: ModelCount) -> tuple[Fvcor
     try:
         if built_real is None:  # built on fake tensors
             model, args, kwargs = _build(spec, factory)
+        model = eager_module(model)  # fvcore's jit trace of a compiled module would trace Dynamo
         return fvcore_analysis(model.eval(), args, kwargs), None
     except Exception as error:  # noqa: BLE001 - fvcore's trace fails on some models: say so, keep the rest
         return None, f"not run: fvcore failed: {_one_line(error)}"

@@ -28,8 +28,9 @@ def totals_table(doc: dict) -> Table:
     if not backward:
         frame = frame.drop(columns=["backward"])
     tensors = {"fake": "fake tensors (no storage)", "meta": "meta tensors", "real": "real tensors"}[m["tensors"]]
-    built = f" Built on real tensors: {m['built_on_real_tensors']}." if m["built_on_real_tensors"] else ""
-    fallback = f" Counted on real tensors: {m['fallback']}." if m["fallback"] else ""
+    built = m["built_on_real_tensors"]
+    fallback = f" Counted on real tensors (it cannot run on fake ones): {m['fallback']}." if m["fallback"] else ""
+    built = f" Built on real tensors: {built}." if built and built != m["fallback"] else ""
     return Table(f"FLOPs of {m['factory']} on {m['inputs']}", frame, {"forward": "{:,.0f}", "backward": "{:,.0f}"},
                  caption=f"{conv['pass']}; {conv['per']}; counted on {tensors}; {m['parameters']:,} parameters. "
                          f"FLOPs: 2 per multiply-accumulate; MACs: 1.{built}{fallback}")
