@@ -119,13 +119,17 @@ def test_attention_math_kernel_counts_the_same_as_the_fused_formula():
 
 def test_native_multi_head_attention():
     # B=2, S=8, E=16, H=2: q, k, v and output linears 4·2·16·16·16 = 32768, bias 4·16·16 = 1024
-    # attention with head dim 8: scores 2·2·8·8 = 256, matmul 2·256·16 = 8192; scales 2·(2·2·8·8) = 512;
+    # attention with head dim 8: scores 2·2·8·8 = 256, matmul 2·256·16 = 8192; the weights returned
+    # (need_weights defaults to True): q alone scaled, 2·8·16 = 256 (the Python path's count too);
     # softmax 5·256 = 1280; head average of the weights: 256 sums + 2·8·8 = 128 divisions = 384
     x = meta(2, 8, 16)
-    counts = count(aten._native_multi_head_attention.default, x, x, x, 16, 2, meta(48, 16), meta(48),
-                   meta(16, 16), meta(16))
-    assert counts == {"matmul": 32768 + 8192, "bias": 1024, "elementwise": 512, "normalization": 1280,
+    weights = (meta(48, 16), meta(48), meta(16, 16), meta(16))
+    counts = count(aten._native_multi_head_attention.default, x, x, x, 16, 2, *weights)
+    assert counts == {"matmul": 32768 + 8192, "bias": 1024, "elementwise": 256, "normalization": 1280,
                       "reduction": 384}
+    # without the weights: scaled-dot-product attention, q and k scaled by d^-1/4 each: 2·256 = 512
+    counts = count(aten._native_multi_head_attention.default, x, x, x, 16, 2, *weights, need_weights=False)
+    assert counts == {"matmul": 32768 + 8192, "bias": 1024, "elementwise": 512, "normalization": 1280}
 
 
 def test_safe_softmax_and_log_softmax():
@@ -285,7 +289,8 @@ def test_complex_elementwise_in_real_flops():
     assert count(aten.mul.Tensor, z, z, out=z * z) == {"complex": 90}      # 6 each
     assert count(aten.abs.default, z, out=z.abs()) == {"complex": 60}      # sqrt(a² + b²): 4 each
     assert count(aten.exp.default, z, out=z.exp()) == {"complex": 75}      # exp, cos, sin, 2 mul: 5 each
-    assert count(aten.tanh.default, z, out=z.tanh()) is None               # no complex rule: reported, not guessed
+    assert count(aten.tanh.default, z, out=z.tanh()) == {"complex": 300}  # (e^2z − 1)/(e^2z + 1): 20 each
+    assert count(aten.sin.default, z, out=z.sin()) is None  # no complex rule: reported, not guessed
     assert count(aten.sum.default, z, out=z.sum()) == {"reduction": 30}    # a complex add is 2 real adds
 
 

@@ -87,8 +87,10 @@ def op_bytes(func, args, kwargs, out) -> int:
 def created_bytes(func, out) -> int:
     """Bytes of the op's outputs that are new tensors (not views of, or writes into, an input)."""
     outs = out if isinstance(out, (tuple, list)) else (out,)
-    return sum(value.numel() * value.element_size() for ret, value in zip(func._schema.returns, outs)
-               if ret.alias_info is None and isinstance(value, torch.Tensor))
+    schema = getattr(func, "_schema", None)  # higher-order operators have none: their outputs are new
+    returns = schema.returns if schema is not None else [None] * len(outs)
+    return sum(value.numel() * value.element_size() for ret, value in zip(returns, outs)
+               if (ret is None or ret.alias_info is None) and isinstance(value, torch.Tensor))
 
 
 @contextmanager
@@ -119,7 +121,13 @@ class OpCounts:
 
 
 class OpCounter(TorchDispatchMode):
-    """A TorchDispatchMode that counts each executed op with the registry in `formulas`."""
+    """A TorchDispatchMode that counts each executed op with the registry in `formulas`.
+
+    Higher-order operators (flex_attention) reach it too: one with a formula runs as it would
+    without the counter and is counted whole; any other runs uncounted and is listed as an op
+    without a formula."""
+
+    supports_higher_order_operators = True
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -179,6 +187,8 @@ class OpCounter(TorchDispatchMode):
         kwargs = kwargs or {}
         if func.namespace == "prim":  # device and layout queries of tensor subclasses (fake tensors)
             return func(*args, **kwargs)
+        if isinstance(func, torch._ops.HigherOrderOperator):
+            return self._count(func, args, kwargs, func(*args, **kwargs), f"higher_order.{func.name()}")
         if not has_formula(func):
             # Composite ops (linear, softmax, dropout...) reach the mode whole under inference_mode;
             # counting their decomposition gives the same ops as with autograd on.
@@ -187,7 +197,9 @@ class OpCounter(TorchDispatchMode):
             if out is not NotImplemented:
                 return out
         out = func(*args, **kwargs)
-        op = f"{func.namespace}.{func.overloadpacket.__name__}"
+        return self._count(func, args, kwargs, out, f"{func.namespace}.{func.overloadpacket.__name__}")
+
+    def _count(self, func, args, kwargs, out, op: str):
         module = self._module()
         self.counts.bytes[(self.phase, module)] += op_bytes(func, args, kwargs, out)
         if self.phase == "forward":
