@@ -119,19 +119,20 @@ def _addmv_addbmm(func, args, kwargs, out):
     return {"matmul": 2 * macs * (COMPLEX_MAC if _is_complex(out) else 1), "bias": _bias_adds(a, out)}
 
 
-def _conv_counts(func, args, kwargs, out, registry_op=None) -> Counts:
-    """PyTorch's count of the products (2 per multiply-accumulate) + 1 bias add per output element."""
-    bias = named_args(func, args, kwargs).get("bias")
-    op = registry_op or func.overloadpacket
-    matmul = int(flop_counter.flop_registry[op](*args, **kwargs, out_val=out))
-    return {"matmul": matmul * (COMPLEX_MAC if _is_complex(_first(out)) else 1),
-            "bias": _first(out).numel() if bias is not None else 0}
-
-
 @formula("convolution", "_convolution", "convolution_overrideable", "cudnn_convolution", "_slow_conv2d_forward",
-         family="matmul", rule="2·out·(C_in/groups)·kernel + out if biased (the bias add)")
+         family="matmul",
+         rule="2·out·(C_in/groups)·kernel + out if biased (the bias add); transposed: 2·in·(C_out/groups)·kernel")
 def _convolution(func, args, kwargs, out):
-    return _conv_counts(func, args, kwargs, out)
+    # PyTorch's count (torch.utils.flop_counter.conv_flop), from the shapes: weight (C_out, C_in/groups, k...)
+    # or, transposed, (C_in, C_out/groups, k...); each output (transposed: input) element takes
+    # prod(weight.shape[1:]) multiply-accumulates. (PyTorch's own formula cannot be called on
+    # _slow_conv2d_forward, whose arguments differ.)
+    a = named_args(func, args, kwargs)
+    x, weight = args[0], args[1]
+    driven = x if a.get("transposed", False) else out
+    macs = driven.numel() * math.prod(weight.shape[1:])
+    return {"matmul": 2 * macs * (COMPLEX_MAC if _is_complex(out) else 1),
+            "bias": out.numel() if a.get("bias") is not None else 0}
 
 
 @formula("_scaled_mm", family="matmul",
@@ -428,7 +429,7 @@ def _heads_first(t: torch.Tensor) -> tuple:
 
 
 def _kernel_attention(a: dict, backward: bool, func, args, kwargs, out) -> Counts:
-    if a.get("cum_seq_q", a.get("cu_seqlens_q")) is not None:
+    if a["query"].dim() == 3:  # variable length: (total tokens, heads, dim)
         return {"matmul": int(flop_counter.flop_registry[func.overloadpacket](*args, **kwargs, out_val=out))}
     q, k, v = (_heads_first(a[name]) for name in ("query", "key", "value"))
     dropout = a["dropout_p"] > 0
