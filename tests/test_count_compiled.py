@@ -134,3 +134,36 @@ def test_a_model_failing_on_its_input_is_one_line_without_torchs_log(capfd):
     assert result.exit_code == 2
     assert len(result.output.strip().splitlines()) == 1 and "raised" in result.output
     assert "fake_tensor.py" not in capfd.readouterr().err  # torch's logger writes to the real stderr
+
+
+class NumpyInside(nn.Module):
+    """Half its arithmetic in numpy: invisible to a dispatch mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(256, 256)
+
+    def forward(self, x):
+        import numpy as np
+
+        a = x.detach().numpy()
+        w = np.full((256, 256), 1 / 256, dtype=a.dtype)
+        for _ in range(40):  # 40 matmuls of 512×256 by 256×256: about 50 ms of CPU
+            a = a @ w
+        return self.fc(torch.from_numpy(a))
+
+
+def test_work_outside_aten_is_named_not_silently_zero():
+    with pytest.warns(UserWarning, match="work outside aten"):
+        counted = count_flops(NumpyInside(), torch.randn(512, 256))
+    # numpy cannot read a fake tensor: the count runs on the real one, and the numpy time is the model's own
+    assert counted.tensors == "real" and list(counted.outside_aten) == [("forward", "")]
+    assert counted.total() == 2 * 512 * 256 * 256 + 512 * 256  # the linear alone: what aten saw
+    assert counted.as_dict()["outside_aten_cpu_seconds"]["forward (model)"] > 0
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an ordinary model of the same size warns nothing
+        plain = count_flops(nn.Sequential(*[nn.Linear(256, 256) for _ in range(8)]), torch.randn(512, 256),
+                            tensors="real")
+    assert not plain.outside_aten

@@ -12,6 +12,7 @@ gradient seed) has no module: None.
 from __future__ import annotations
 
 import bisect
+import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -118,6 +119,15 @@ class OpCounts:
     bytes: Counter = field(default_factory=Counter)
     missing: Counter = field(default_factory=Counter)
     created_bytes: int = 0
+    # CPU seconds spent between two aten ops (or before the first, after the last) in long stretches,
+    # by (phase, module): work the counter cannot see (numpy, Python arithmetic, a C extension)
+    outside_aten: Counter = field(default_factory=Counter)
+
+
+# A stretch of CPU time this long with no aten op is reported (process time, so a process waiting
+# for a shared core does not count): far above the Python between two ops of any module (microseconds),
+# below a numpy matmul of a few hundred rows.
+OUTSIDE_ATEN_SECONDS = 0.01
 
 
 class OpCounter(TorchDispatchMode):
@@ -137,6 +147,22 @@ class OpCounter(TorchDispatchMode):
         self._stack: list[str | None] = [None]
         self.nodes = SequenceComponents()
         self._running: str | None = None  # in backward: the module of the forward node autograd runs
+        self._last_op_end = time.process_time()
+
+    def __enter__(self):
+        self._last_op_end = time.process_time()
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        self.mark_outside_aten()
+        return super().__exit__(*exc)
+
+    def mark_outside_aten(self) -> None:
+        """Book the CPU time since the last aten op to the running module when it is a long stretch."""
+        now = time.process_time()
+        if now - self._last_op_end >= OUTSIDE_ATEN_SECONDS:
+            self.counts.outside_aten[(self.phase, self._module())] += now - self._last_op_end
+        self._last_op_end = now
 
     @contextmanager
     def tracking_modules(self):
@@ -150,10 +176,12 @@ class OpCounter(TorchDispatchMode):
             yield self
 
     def _enter_module(self, name: str, *_) -> None:
+        self.mark_outside_aten()
         self._stack.append(name)
         self.nodes.mark(name)
 
     def _leave_module(self, name: str, *_) -> None:
+        self.mark_outside_aten()
         self._stack.pop()
         self.nodes.mark(self._stack[-1])
 
@@ -187,6 +215,13 @@ class OpCounter(TorchDispatchMode):
         kwargs = kwargs or {}
         if func.namespace == "prim":  # device and layout queries of tensor subclasses (fake tensors)
             return func(*args, **kwargs)
+        self.mark_outside_aten()
+        try:
+            return self._dispatch(func, args, kwargs)
+        finally:
+            self._last_op_end = time.process_time()
+
+    def _dispatch(self, func, args, kwargs):
         if isinstance(func, torch._ops.HigherOrderOperator):
             return self._count(func, args, kwargs, func(*args, **kwargs), f"higher_order.{func.name()}")
         if not has_formula(func):

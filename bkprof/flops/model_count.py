@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from collections import Counter
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -40,6 +41,9 @@ class ModelCount:
     tensors: str = "real"            # what the model ran on: "fake", "meta" or "real"
     fallback: str | None = None      # why it did not run on fake tensors, when it did not
     created_bytes: int = 0           # bytes of every new tensor of the forward: an upper bound on its activations
+    # CPU seconds by (phase, module) spent in long stretches without an aten op: work the counter
+    # cannot see (numpy, Python arithmetic, C extensions), so not in the count
+    outside_aten: Counter = field(default_factory=Counter)
 
     def total(self, phase: str = "forward", family: str | None = None) -> int:
         return sum(v for (p, _, f, _), v in self.flops.items() if p == phase and family in (None, f))
@@ -74,7 +78,9 @@ class ModelCount:
                "by_op": self.by_op(), "no_formula": self.ops_without_formula(),
                "no_formula_calls": {f"{phase} {_shown(module)}: {op}": n
                                     for (phase, module, op), n in self.no_formula.items()},
-               "tensors": self.tensors, "fallback": self.fallback}
+               "tensors": self.tensors, "fallback": self.fallback,
+               "outside_aten_cpu_seconds": {f"{phase} {_shown(module)}": round(seconds, 3)
+                                            for (phase, module), seconds in self.outside_aten.items()}}
         if any(p == "backward" for p, *_ in self.flops) or any(p == "backward" for p, *_ in self.no_formula):
             doc.update(backward_flops=self.total("backward"), backward_by_family=self.by_family("backward"),
                        backward_by_module=self.by_module("backward", depth=depth),
@@ -124,8 +130,19 @@ def count_flops(model: nn.Module, *inputs, backward: bool = False, loss_fn: Call
 
     counts, kind, fallback = count_op_counts(model, inputs, kwargs, backward=backward, loss_fn=loss_fn,
                                              tensors=tensors)
-    return ModelCount(flops=counts.flops, no_formula=counts.missing, bytes=counts.bytes, tensors=kind,
-                      fallback=fallback, created_bytes=counts.created_bytes)
+    counted = ModelCount(flops=counts.flops, no_formula=counts.missing, bytes=counts.bytes, tensors=kind,
+                         fallback=fallback, created_bytes=counts.created_bytes, outside_aten=counts.outside_aten)
+    if counted.outside_aten:
+        warnings.warn(outside_aten_note(counted), stacklevel=2)
+    return counted
+
+
+def outside_aten_note(counted: ModelCount) -> str:
+    """One sentence on the CPU time spent outside aten ops, by module."""
+    where = ", ".join(f"{phase} {_shown(module)} {seconds * 1000:,.0f} ms"
+                      for (phase, module), seconds in counted.outside_aten.most_common())
+    return (f"CPU time with no aten op running ({where}): work outside aten (numpy, Python arithmetic, "
+            f"C extensions) is not counted")
 
 
 def count_op_counts(model: nn.Module, inputs: tuple, kwargs: dict, *, backward: bool, loss_fn: Callable | None,

@@ -33,7 +33,15 @@ def totals_table(doc: dict) -> Table:
     built = f" Built on real tensors: {built}." if built and built != m["fallback"] else ""
     return Table(f"FLOPs of {m['factory']} on {m['inputs']}", frame, {"forward": "{:,.0f}", "backward": "{:,.0f}"},
                  caption=f"{conv['pass']}; {conv['per']}; counted on {tensors}; {m['parameters']:,} parameters. "
-                         f"FLOPs: 2 per multiply-accumulate; MACs: 1.{built}{fallback}")
+                         f"FLOPs: 2 per multiply-accumulate; MACs: 1.{built}{fallback}{_outside_aten(m)}")
+
+
+def _outside_aten(m: dict) -> str:
+    spent = m.get("outside_aten_cpu_seconds") or {}
+    if not spent:
+        return ""
+    where = ", ".join(f"{key} {seconds * 1000:,.0f} ms" for key, seconds in spent.items())
+    return f" Not counted: CPU time with no aten op running ({where}), work outside aten (numpy, Python arithmetic)."
 
 
 def families_table(doc: dict) -> Table:
