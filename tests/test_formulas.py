@@ -554,3 +554,17 @@ def test_data_ops_leave_no_formula():
     assert ops_of(packed, torch.randn(2, 3, 4), modules=(gru,))["aten._pack_padded_sequence"] == 0
     # as_strided_ (restriding in place, as channels_last runs do): a view, 0
     assert formulas.count_op(aten.as_strided_.default, (x, (4,), (1,)), {}, x) == {"data": 0}
+
+
+def test_ops_the_zoo_found():
+    f = torch.nn.functional
+    theta = torch.randn(2, 2, 3)
+    grid = lambda m, t: f.affine_grid(t, [2, 1, 4, 5], align_corners=False)  # noqa: E731
+    # output (2, 4, 5, 2): 80 values, each (x, y, 1)·θ row: 3 MACs, 2·3·80 = 480; backward the same
+    assert ops_of(grid, theta)["aten.affine_grid_generator"] == 480
+    assert ops_of(grid, theta, backward=True)["aten.affine_grid_generator_backward"] == 480
+    # reflection padding's gradient: 1 add per grad_output element, 1·1·6·6 = 36
+    pad = lambda m, x: f.pad(x, (1, 1, 1, 1), mode="reflect")  # noqa: E731
+    assert ops_of(pad, torch.randn(1, 1, 4, 4), backward=True)["aten.reflection_pad2d_backward"] == 36
+    # softplus' gradient g·σ(x): 4 per element, 12 elements
+    assert ops_of(lambda m, x: f.softplus(x), torch.randn(3, 4), backward=True)["aten.softplus_backward"] == 48

@@ -251,6 +251,7 @@ ELEMENTWISE: dict[str, tuple[int, int | None]] = {
     "log_sigmoid_forward": (6, None),    # min(x, 0) − log1p(exp(−|x|)): abs, negate, exp, log1p, min, subtract
     "log_sigmoid_backward": (4, None),   # g·(1 − σ(x)) from the saved exp(−|x|): 1 + b, divide, sign select, × g
     "_conj_physical": (0, 1),        # a real input is copied; complex: the imaginary part negated
+    "softplus_backward": (4, None),  # g·σ(x): σ from exp, add, divide (as softplus counts exp, add, log), × g
 }
 # complex forms of the activations (real FLOPs per element, from the complex ops above):
 #   sigmoid  1 / (1 + e^−z): negate 2, exp 5, + 1 (real part) 1, reciprocal 5          13
@@ -1045,6 +1046,25 @@ def _upsample_nearest_backward(func, args, kwargs, out):
     return {"index": args[0].numel()}
 
 
+@formula("reflection_pad1d_backward", "reflection_pad2d_backward", "reflection_pad3d_backward",
+         "replication_pad1d_backward", "replication_pad2d_backward", "replication_pad3d_backward", family="index",
+         rule="1 add per grad_output element (into the input element it copied)")
+def _pad_backward(func, args, kwargs, out):
+    return {"index": args[0].numel()}
+
+
+@formula("affine_grid_generator", family="matmul",
+         rule="2·N·H·W·3·2 (each output location's homogeneous coordinates (x, y, 1) times θᵀ (3×2))")
+def _affine_grid(func, args, kwargs, out):
+    return {"matmul": 2 * 3 * out.numel()}  # out (N, H, W, 2): N·H·W·2 outputs, 3 MACs each
+
+
+@formula("affine_grid_generator_backward", family="matmul",
+         rule="2·N·H·W·3·2 (grad θ = base gridᵀ · grad grid)")
+def _affine_grid_backward(func, args, kwargs, out):
+    return {"matmul": 2 * 3 * args[0].numel()}
+
+
 # grid_sample (2-D): per grid location, the two coordinates unnormalised (3 each: add, scale, shift)
 # and, bilinear, the distances to the 4 corners (4) and their weights (4): 14; nearest: 6 + 2 roundings;
 # bicubic: 6 + 2 sets of 4 cubic coefficients (4 each) = 38. Per output element (location × channel):
@@ -1108,7 +1128,7 @@ CREATION_OPS = (
     "ones", "ones_like", "zeros", "zeros_like", "empty", "empty_like", "empty_strided", "full", "full_like",
     "new_empty", "new_empty_strided", "new_zeros", "new_ones", "new_full",
     "rand", "randn", "rand_like", "randn_like", "randint", "randperm", "uniform_", "normal_", "bernoulli_",
-    "exponential_", "random_",
+    "exponential_", "random_", "triu_indices", "tril_indices",
 )
 
 # Comparisons, sorting and integer/boolean logic: bkprof counts no comparison whose result is a
