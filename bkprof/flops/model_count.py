@@ -3,7 +3,8 @@
 The model runs once under the op counter (`counter.OpCounter`), on fake tensors where it can:
 shapes, dtypes and devices without storage, so a model or input of any size counts in the memory
 of its Python objects. Where a model cannot run on fake tensors (it reads a value, `.item()`, or
-builds a shape from data), it runs on the tensors it was given, and the result says why.
+builds a shape from data), it runs on the tensors it was given, and the result says why; the
+model's parameters, buffers and gradients are restored afterwards.
 Conventions are the registry's (`formulas`): 2 FLOPs per multiply-accumulate, complex results in
 real FLOPs; every op without a formula is listed, never counted as 0.
 """
@@ -115,9 +116,13 @@ def count_flops(model: nn.Module, *inputs, backward: bool = False, loss_fn: Call
     loss is `loss_fn(outputs)` (a scalar) or the sum of the floating outputs that require grad;
     the loss's own forward is not counted, its backward is. The model's train/eval mode is left
     as it is. `tensors`: "auto" (fake tensors, or the given ones where the model cannot run on
-    fake tensors), "fake" (fail instead) or "real". On real tensors a backward leaves gradients
-    in `.grad`, as any backward does; on fake tensors the model and inputs are not touched.
-    Tensors already fake or on the meta device are used as they are.
+    fake tensors), "fake" (fail instead) or "real". The model and inputs are left as they were:
+    fake tensors do not touch them, and after a run on real tensors the parameters, buffers
+    (running statistics) and every `.grad` get their values back. Tensors already fake or on the
+    meta device are used as they are. A `torch.compile`d model, or one with compiled parts, is
+    counted as the eager model (its compiled code runs eagerly while counted). CPU time spent
+    outside aten ops in long stretches (numpy, Python arithmetic) is not counted: it is named
+    in `outside_aten`, with a warning.
 
     >>> import torch
     >>> from bkprof import count_flops

@@ -215,8 +215,10 @@ def model_conventions(backward: bool) -> dict:
                  "complex results in real FLOPs",
         "torch_flop_counter": "PyTorch FlopCounterMode: FLOPs = 2 per multiply-accumulate, only matmul, conv and "
                               "the attention kernels in its registry; every other op counts 0",
-        "fvcore": "fvcore FlopCountAnalysis: MACs (1 per multiply-accumulate), forward only, matmul/linear/conv; "
-                  "ops without an fvcore handle count 0",
+        "fvcore": "fvcore FlopCountAnalysis, forward only: MACs (1 per multiply-accumulate) for matmul, linear, "
+                  "conv and einsum, plus its own per-element counts for batch/group/layer/instance norm, adaptive "
+                  "average pooling, bilinear and nearest upsampling and grid_sample; every other op counts 0 "
+                  "(listed as skipped)",
         "pass": "forward + backward (train mode, float inputs require grad)" if backward else "forward (eval mode)",
         "per": "the whole input (every batch element)",
     }

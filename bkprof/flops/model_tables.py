@@ -22,7 +22,8 @@ def totals_table(doc: dict) -> Table:
         {"counter": "PyTorch FlopCounterMode", "unit": "FLOPs", "forward": m["torch_flop_counter"],
          "backward": m.get("torch_flop_counter_backward"), "covers": "matmul, conv, its attention kernels"},
         {"counter": "fvcore", "unit": "MACs", "forward": m["fvcore_macs"], "backward": None,
-         "covers": m["fvcore_note"] or f"matmul/linear/conv; {sum(m['fvcore_unsupported'].values())} op calls skipped"},
+         "covers": m["fvcore_note"] or (f"matmul, conv (MACs); norms, pooling, upsampling (its own); "
+                                        f"{sum(m['fvcore_unsupported'].values())} op calls skipped")},
     ]
     frame = pd.DataFrame(rows)
     if not backward:
