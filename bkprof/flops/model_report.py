@@ -1,8 +1,9 @@
 """`bkprof flops --model PKG.MODULE:FACTORY`: the count of a user's module as one JSON document.
 
 The factory is called, and the inputs made, on fake tensors (no storage), so a model of any size
-counts without its memory; where the factory cannot run on fake tensors (it loads weights, reads a
-value), it runs on real ones and the document says why. Beside bkprof's count: PyTorch's
+counts without its memory; where the factory or the model's forward cannot run on fake tensors (it
+loads weights, reads a value), they run on real ones and the document says why. A torch.compile'd
+module counts as the eager module it wraps. Beside bkprof's count: PyTorch's
 FlopCounterMode on the same run and fvcore (which traces real tensors, so it runs only when they fit
 in FVCORE_MEMORY_LIMIT). Bad input (a module that does not import, a missing attribute, a factory
 that raises, a malformed shape) is a ModelInputError with one line naming it.
