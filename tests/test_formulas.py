@@ -571,3 +571,15 @@ def test_ops_the_zoo_found():
     assert ops_of(pad, torch.randn(1, 1, 4, 4), backward=True)["aten.reflection_pad2d_backward"] == 36
     # softplus' gradient g·σ(x): 4 per element, 12 elements
     assert ops_of(lambda m, x: f.softplus(x), torch.randn(3, 4), backward=True)["aten.softplus_backward"] == 48
+
+
+def test_lazy_conjugation_and_negation_resolved():
+    z = torch.randn(5, dtype=torch.complex64)
+    # a lazy conjugate made real: the 5 imaginary parts negated, 5; nothing to resolve: 0
+    assert count(aten.resolve_conj.default, z.conj(), out=z) == {"complex": 5}
+    assert count(aten.resolve_conj.default, z, out=z) == {"complex": 0}
+    assert count(aten._conj_physical.default, z, out=z) == {"complex": 5}
+    assert count(aten._conj_physical.default, z.real, out=z.real) == {"elementwise": 0}   # a real copy
+    # a lazy negation of a real tensor: 1 per element, 4·1 = 4
+    x = torch.randn(4)
+    assert count(aten.resolve_neg.default, torch._neg_view(x), out=x) == {"elementwise": 4}
