@@ -181,7 +181,7 @@ def _euclidean_dist(func, args, kwargs, out):
 
 
 @formula("_cdist_forward", family="reduction",
-         rule="per pair: 3 per dim (subtract, |·|^p, sum) + 1 root unless p is 0, 1 or ∞")
+         rule="per pair: 3 per dim (subtract, the power p of its absolute value, sum) + 1 root unless p is 0, 1 or infinite")
 def _cdist_forward(func, args, kwargs, out):
     a = named_args(func, args, kwargs)
     root = a["p"] not in (0, 1, math.inf)
@@ -944,8 +944,8 @@ def _reduced(a: dict, elements: int) -> int:
 
 
 @formula("binary_cross_entropy_with_logits", family="reduction",
-         rule="9 per element ((1 − t)·x 2, − log σ(x) 7) + 1 if weighted + 4 with pos_weight ((p − 1)·t + 1, ×) "
-              "+ the reduction (sum 1 per element, mean + 1)")
+         rule="9 per element ((1 − t)·x 2, − log σ(x) 7) + 1 if weighted + 4 with pos_weight ((p − 1)·t + 1, "
+              "times the log term) + the reduction (sum 1 per element, mean + 1)")
 def _bce_with_logits(func, args, kwargs, out):
     a = named_args(func, args, kwargs)
     n = a["self"].numel()
