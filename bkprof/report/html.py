@@ -448,7 +448,7 @@ def build_section(document: Document, number: int) -> Section:
     builder = _BUILDERS.get(document.kind, _plain_tables)
     try:
         tables = builder(document.payload, section)
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+    except Exception as error:  # noqa: BLE001 - any builder failure is shown on the page, by name
         # a field layout this bkprof does not know (an older or newer document): show what is there
         section.figures.clear()
         section.note = (f"This bkprof cannot build the {section.what} tables from this document "
@@ -459,8 +459,8 @@ def build_section(document: Document, number: int) -> Section:
     for i, (caption, draw) in enumerate(section.figures):
         try:
             svg = figure_svg(draw, f"{section.id}-{i}")
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
-            svg = None  # a figure the document lacks the fields for; its tables are still shown
+        except Exception:  # noqa: BLE001 - a figure the document lacks the fields for; its tables still show
+            svg = None
         if svg is not None:
             drawn.append((caption, svg))
     section.figures = drawn
