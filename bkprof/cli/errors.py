@@ -19,7 +19,7 @@ class BadInput(Exception):
 
 
 def _say(message: str) -> None:
-    print(f"bkprof: error: {message}", file=sys.stderr)
+    print(f"bkprof: error: {message}", file=sys.stderr, flush=True)  # click 8.1's test runner reads an unflushed stream
 
 
 class LazyMetavar(str):

@@ -111,13 +111,17 @@ def _threads(threads: int | None) -> int:
 
 
 def _warn_if_busy(rows: list[dict]) -> None:
+    import textwrap
+
     from bkprof import machine
+    from bkprof.report.render import console_width
 
     busy = [r["others_busy_cores"] for r in rows if machine.is_busy(r.get("others_busy_cores"))]
     if busy:
-        typer.echo(f"warning: other processes used up to {max(busy):.1f} of {machine.cores()} cores during "
-                   f"{len(busy)} of {len(rows)} rows (marked in their note): timings on a shared CPU can be many "
-                   "times slower; measure on an idle machine", err=True)
+        text = (f"warning: other processes used up to {max(busy):.1f} of {machine.cores()} cores during "
+                f"{len(busy)} of {len(rows)} rows (marked in their note): timings on a shared CPU can be many "
+                "times slower; measure on an idle machine")
+        typer.echo(textwrap.fill(text, console_width(), break_long_words=False), err=True)
 
 
 def _settings(device: str, modes, batch: int, warmup: int, runs: int, graphs: bool, ops: int, components: bool):
