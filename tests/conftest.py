@@ -23,9 +23,12 @@ def _separate_stderr_on_old_click() -> None:
     into stdout unless told, and its `output` is stdout alone."""
     import inspect
 
-    import click.testing
     import typer.testing
 
+    try:
+        import click.testing  # newer typer vendors its own click and installs none
+    except ImportError:
+        return
     if "mix_stderr" not in inspect.signature(click.testing.CliRunner.__init__).parameters:
         return
 
