@@ -153,3 +153,10 @@ def check_fits(variants, config, batch: int, modes, device) -> None:
                     f"{variant} ({mode}) at batch={batch}, n_seq={config.n_seq}, d_model={config.d_model}, "
                     f"experts={config.num_experts} needs an estimated {needed / GIB:,.2f} GiB, more than the "
                     f"{limit / GIB:,.2f} GiB {source}; lower --batch, --n-seq, --d-model or --experts")
+
+
+# `bkprof validate`'s counts: each seed is a whole training run, each job a process with its own
+# copy of the corpus and model, each layer a residual block; past these it is a typo, not a plan.
+MAX_SEEDS = 1_000
+MAX_LAYERS = 1_000
+MAX_JOBS = 256

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 from bkprof.cli import app
 from bkprof.cli.errors import BadInput, Command
+from bkprof.cli.runs import checked_runs_file, failed_runs, interrupted_keeps
 from bkprof.cli.options import (FormatOpt, Output, Variants, checked_backend, checked_device, device_option, flag,
                                 integer_option, number_option, output_folder_option, positive, progress_bar,
                                 text_option, variant_names)
@@ -87,10 +88,13 @@ def validate(
     from bkprof.validate.runner import Plan, default_runs_file, run_grid
     from bkprof.validate.train import Recipe
 
+    from bkprof.sizes import MAX_JOBS, MAX_LAYERS, MAX_SEEDS
+
     checked_backend(backend, checked_device(device))
-    for option, value in (("--seeds", seeds), ("--layers", layers), ("--tokens", tokens),
-                          ("--jobs-per-device", jobs_per_device), (FIELDS["batch"].option, batch)):
-        positive(option, value)
+    for option, value, limit in (("--seeds", seeds, MAX_SEEDS), ("--layers", layers, MAX_LAYERS), ("--tokens", tokens, None),
+                                 ("--jobs-per-device", jobs_per_device, MAX_JOBS), (FIELDS["batch"].option, batch, None)):
+        positive(option, value, limit)
+    runs_file = checked_runs_file(runs_file, output, resume or report_only)
     if not lr > 0:
         raise BadInput(f"--lr must be positive, got {lr}")
     try:
@@ -98,10 +102,10 @@ def validate(
                     Recipe(d_model=d_model, n_seq=n_seq, layers=layers, tokens=tokens, batch=batch, lr=lr,
                            backend=backend),
                     corpus=corpus, test_tokens=_test_tokens(test_tokens), devices=_devices(device),
-                    jobs_per_device=jobs_per_device, runs_file=runs_file or default_runs_file(output), resume=resume,
+                    jobs_per_device=jobs_per_device, runs_file=runs_file, resume=resume,
                     report_only=report_only)
         with output_folders([(plot, "--plot", PLOT_SUFFIXES)], {"command": "validate"}) as (plot_folder,):
-            with progress_bar(None, "validate") as update:
+            with progress_bar(None, "validate") as update, interrupted_keeps(runs_file):
                 doc = run_grid(plan, progress=lambda advance, text: update(text, advance=advance),
                                on_total=lambda total: update("training", total=total))
             if plot_folder is not None:
@@ -114,3 +118,4 @@ def validate(
     from bkprof.validate.report import validate_report
 
     emit(validate_report(doc), format, output)
+    failed_runs(doc["failed"])

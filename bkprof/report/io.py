@@ -140,9 +140,11 @@ def check_output(path: str | os.PathLike, option: str | None = None) -> Path:
     `option` (e.g. "--output") goes in front of the path in the message.
     """
     given = _named(path, option)
-    path = Path(path)
     if os.fspath(path) == "":
         raise OutputError(f"cannot write {given}: an empty path")
+    if os.fspath(path).endswith("/") and not _in_place(Path(path)):  # Path() would drop the slash
+        raise OutputError(f"cannot write {given}: names a folder (it ends in /), not a file")
+    path = Path(path)
     if path.is_dir():
         raise OutputError(f"cannot write {given}: is a folder, not a file")
     if _in_place(path):
