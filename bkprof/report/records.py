@@ -16,12 +16,15 @@ Only the standard library is imported here.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import math
 import os
+import signal
 import stat
 import sys
+import threading
 from pathlib import Path
 
 MAX_DEPTH = 32        # bkprof's own documents nest 6 deep
@@ -56,13 +59,22 @@ def _depth_ok(node) -> bool:
     return True
 
 
-def parse(text: str):
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 reads as inf
+        raise ValueError(f"the number {text[:20]} is out of range")
+    return value
+
+
+def parse(text: str, constant=_no_constant):
     """One JSON value with bkprof's bounds; ValueError (one line, no position) when it breaks one.
 
     json.JSONDecodeError (a ValueError) means the text is not JSON at all: a torn line, say.
+    `constant` is given NaN, Infinity and -Infinity (default: refused).
     """
     try:
-        value = json.loads(text, parse_int=_bounded_int, parse_constant=_no_constant)
+        value = json.loads(text, parse_int=_bounded_int, parse_constant=constant,
+                           parse_float=_finite_float if constant is _no_constant else float)
     except RecursionError:
         raise ValueError(f"nested more than {MAX_DEPTH} deep") from None
     if not _depth_ok(value):
@@ -96,7 +108,7 @@ def check_fields(record, schema: dict[str, tuple[str, bool]], where: str) -> dic
     """`record` must be an object whose fields have the kinds of `schema` (field -> (kind, may be null));
     fields the schema does not name are left alone. RecordError naming `where` and the field otherwise."""
     if not isinstance(record, dict):
-        raise RecordError(f"{where}: not a JSON object (got {type(record).__name__})")
+        raise RecordError(f"{where}: not a JSON object (got {_json_kind(record)})")
     for field, (kind, nullable) in schema.items():
         if field not in record:
             raise RecordError(f"{where}: field {field!r} is missing")
@@ -104,9 +116,18 @@ def check_fields(record, schema: dict[str, tuple[str, bool]], where: str) -> dic
         if value is None and nullable:
             continue
         if not _KINDS[kind](value):
-            raise RecordError(f"{where}: field {field!r} must be a {kind}{' or null' if nullable else ''}, "
+            raise RecordError(f"{where}: field {field!r} must be {_article(kind)}{' or null' if nullable else ''}, "
                               f"got {_shown(value)}")
     return record
+
+
+def _article(kind: str) -> str:
+    return kind if kind == BOOL else f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+def _json_kind(value) -> str:
+    return {type(None): "null", bool: "true/false", int: "a number", float: "a number", str: "a text",
+            list: "an array"}.get(type(value), type(value).__name__)
 
 
 def _shown(value) -> str:
@@ -175,14 +196,29 @@ def append_line(path: str | os.PathLike, record, what: str) -> None:
         if size and os.pread(fd, 1, size - 1) != b"\n":
             _warn_torn(fd, size, what)
             data = b"\n" + data  # end the torn line, so this record starts a line of its own
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        except BaseException:
-            os.ftruncate(fd, size)  # a record is whole or absent
-            raise
+        with _signals_held():
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            except BaseException:
+                os.ftruncate(fd, size)  # a record is whole or absent
+                raise
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """SIGINT, SIGTERM and SIGHUP wait until the block ends (a record is then whole, not truncated)."""
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _write_all(fd: int, data: bytes) -> None:
