@@ -16,16 +16,15 @@ Only the standard library is imported here.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import math
 import os
-import signal
 import stat
 import sys
-import threading
 from pathlib import Path
+
+from bkprof.report.io import signals_held, write_all
 
 MAX_DEPTH = 32        # bkprof's own documents nest 6 deep
 MAX_DIGITS = 30       # an integer longer than this is no count bkprof writes (2^64 has 20 digits)
@@ -189,42 +188,22 @@ def append_line(path: str | os.PathLike, record, what: str) -> None:
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # /dev/null, a FIFO: no lock, no truncation to undo
-            _write_all(fd, data)
+            write_all(fd, data)
             return
         fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             _warn_torn(fd, size, what)
             data = b"\n" + data  # end the torn line, so this record starts a line of its own
-        with _signals_held():
+        with signals_held():
             try:
-                _write_all(fd, data)
+                write_all(fd, data)
                 os.fsync(fd)
             except BaseException:
                 os.ftruncate(fd, size)  # a record is whole or absent
                 raise
     finally:
         os.close(fd)
-
-
-@contextlib.contextmanager
-def _signals_held():
-    """SIGINT, SIGTERM and SIGHUP wait until the block ends (a record is then whole, not truncated)."""
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def _warn_torn(fd: int, size: int, what: str) -> None:
