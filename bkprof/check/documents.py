@@ -80,6 +80,11 @@ def _baseline_document(path: Path) -> dict:
     baseline = _read_json(path, "baseline file")
     if not isinstance(baseline, dict) or not any(isinstance(baseline.get(source), dict) for source in SOURCES):
         raise ThresholdError(f"baseline file {shown(path)} is not a bkprof check baseline (no {' or '.join(SOURCES)} document)")
+    for source in SOURCES:
+        config = baseline[source].get("config") if isinstance(baseline.get(source), dict) else None
+        if config is not None and not isinstance(config, dict):
+            raise ThresholdError(f"baseline file {shown(path)}: the {source} document's config must be an object, "
+                                 f"got {type(config).__name__}")
     return baseline
 
 
@@ -103,9 +108,6 @@ def _same_config(source: str, baseline: dict, documents: dict, path: Path) -> No
         return  # no such document: the metric's own lookup says so
     old = baseline[source].get("config")
     new = documents.get(source, {}).get("config")
-    if old is not None and not isinstance(old, dict):
-        raise ThresholdError(f"baseline file {shown(path)}: the {source} document's config must be an object, "
-                             f"got {type(old).__name__}")
     if old is None:
         raise ThresholdError(f"baseline file {shown(path)}: the {source} document has no config, so it cannot be told "
                              "to be for the same layers; rerun with --update-baseline (or pass --no-config-check)")
