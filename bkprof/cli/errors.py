@@ -83,6 +83,7 @@ class OneLineErrors(_FlagsWithoutType, typer.core.TyperGroup):
 
     def main(self, *args, **kwargs):
         kwargs["standalone_mode"] = False
+        _encodable_output()
         try:
             code = super().main(*args, **kwargs)
         except (BadInput, OutputError, TooLarge) as error:
@@ -117,6 +118,15 @@ class OneLineErrors(_FlagsWithoutType, typer.core.TyperGroup):
                 _say(error.format_message())
             sys.exit(error.exit_code)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _encodable_output() -> None:
+    """Where stdout or stderr cannot encode every character (PYTHONIOENCODING=ascii, a C locale), write
+    what it cannot as ? rather than end in UnicodeEncodeError: a report's '·' must not cost the report."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if encoding not in ("utf8", "utf16", "utf32") and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
 
 
 def _out_of_memory(error: BaseException) -> bool:

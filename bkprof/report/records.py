@@ -216,3 +216,38 @@ def _warn_torn(fd: int, size: int, what: str) -> None:
         offset += len(chunk)
     print(f"bkprof: warning: {what}: line {newlines + 1} is not a whole JSON line (a write cut short); "
           "set aside, the new record starts on the next line", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- reports hold no NaN or Infinity
+
+NOT_COMPUTED = "not_computed"  # the top-level key naming each value written as null, and why
+
+
+def finite_json(payload: dict, default=None) -> str:
+    """`payload` as indented JSON (RFC 8259: no NaN, no Infinity). A value that could not be computed
+    (an overflowing ratio, a NaN) is written as null, and `not_computed` maps its path to the reason."""
+    text = json.dumps(payload, indent=2, default=default)
+    if "NaN" not in text and "Infinity" not in text:  # the common case: nothing to mend
+        return text
+    found: dict[str, str] = {}
+    marked = json.loads(text, parse_constant=_Marked)
+    mended = _mend(marked, "", found)
+    if found:
+        mended[NOT_COMPUTED] = {**(mended.get(NOT_COMPUTED) or {}), **found}
+    return json.dumps(mended, indent=2, allow_nan=False)
+
+
+class _Marked:
+    def __init__(self, text: str):
+        self.text = text
+
+
+def _mend(node, where: str, found: dict):
+    if isinstance(node, _Marked):
+        found[where] = f"{node.text}: out of range or undefined, written as null"
+        return None
+    if isinstance(node, dict):
+        return {k: _mend(v, f"{where}.{k}" if where else str(k), found) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_mend(v, f"{where}.{i}" if where else str(i), found) for i, v in enumerate(node)]
+    return node
