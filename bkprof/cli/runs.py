@@ -30,6 +30,18 @@ def checked_runs_file(given: str | None, output: str | None, resume: bool) -> st
     return path
 
 
+def checked_grid_fits(plan) -> None:
+    """Every setting of the grid is a valid layer whose training fits each device, before any run
+    (bkprof.sizes.TooLarge, naming the estimate and the limit)."""
+    from bkprof.sizes import check_training_fits
+    from bkprof.validate.grid import plan_runs
+
+    settings = [(spec.variant, spec.layer_config(plan.recipe))
+                for spec in plan_runs(plan.variants, plan.sparsities, plan.downsamples, 1)]
+    for device in dict.fromkeys(plan.devices):
+        check_training_fits(settings, plan.recipe.batch, plan.recipe.layers, plan.jobs_per_device, device)
+
+
 @contextlib.contextmanager
 def interrupted_keeps(runs_file: str):
     """SIGINT, SIGTERM or SIGHUP end the grid (and its workers) with one line saying what was kept."""

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 from bkprof.cli import app
 from bkprof.cli.errors import BadInput, Command
-from bkprof.cli.runs import checked_runs_file, failed_runs, interrupted_keeps
+from bkprof.cli.runs import checked_grid_fits, checked_runs_file, failed_runs, interrupted_keeps
 from bkprof.cli.options import (FormatOpt, Output, Variants, checked_backend, checked_device, device_option, flag,
                                 integer_option, number_option, output_folder_option, positive, progress_bar,
                                 text_option, variant_names)
@@ -104,6 +104,7 @@ def validate(
                     corpus=corpus, test_tokens=_test_tokens(test_tokens), devices=_devices(device),
                     jobs_per_device=jobs_per_device, runs_file=runs_file, resume=resume,
                     report_only=report_only)
+        checked_grid_fits(plan)
         with output_folders([(plot, "--plot", PLOT_SUFFIXES)], {"command": "validate"}) as (plot_folder,):
             with progress_bar(None, "validate") as update, interrupted_keeps(runs_file):
                 doc = run_grid(plan, progress=lambda advance, text: update(text, advance=advance),

@@ -133,6 +133,8 @@ def run_one(spec: RunSpec, recipe: Recipe, corpus, device_name: str, on_step=Non
     from bkprof.profile.memory import PeakMemory
     from bkprof.validate.train import build_model, test_loss, train_model
 
+    if len(corpus.train) < recipe.n_seq + 2:  # a training sequence is n_seq inputs and their next words
+        raise ValueError(f"the training text has {len(corpus.train)} words, fewer than --n-seq {recipe.n_seq} + 2")
     device = torch.device(device_name)
     torch.manual_seed(20_000 + spec.seed)  # dropout and the Gumbel noise
     peak = PeakMemory(device)
