@@ -413,3 +413,82 @@ def test_sizes_and_paths_are_refused_before_any_work(tmp_path, monkeypatch, args
     assert result.exit_code == 2, result.output
     assert len(result.stderr.strip().splitlines()) == 1 and says.format(file=tmp_path / "file") in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.parametrize("args, says", [
+    (["schedule", "--delta", "0", "--steps", "4"], "--delta must be positive, got 0.0"),
+    (["flops", "--model", "torch.nn:Identity", "--input-shape", "9" * 5000], "--input-shape '9999"),
+    (["check", "--thresholds", "{big}"], "thresholds file {big} is not valid TOML"),
+    ([*V, "--corpus", "{corpus}"], "--corpus: {corpus}/test.txt is not UTF-8 text"),
+])
+def test_bad_values_and_files_are_one_line_before_the_work(tmp_path, args, says):
+    big, corpus = tmp_path / "big.toml", tmp_path / "corpus"
+    big.write_text('[metrics]\n"flops.variants.dense.counted_flops" = { min = ' + "9" * 5000 + " }\n")
+    corpus.mkdir()
+    (corpus / "valid.txt").write_text("word " * 200)
+    (corpus / "test.txt").write_bytes(b"\xff\xfe")
+    args = [a.format(big=big, corpus=corpus) for a in args]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [f"bkprof: error: {result.stderr.split('error: ', 1)[1].strip()}"]
+    assert says.format(big=big, corpus=corpus) in result.stderr
+
+
+def test_validate_exits_1_with_one_line_per_failed_run(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "valid.txt").write_text(" ".join(f"w{i % 7}" for i in range(150)))  # 151 words with the line end
+    (corpus / "test.txt").write_text("w1 w2 w3")
+    result = runner.invoke(app, [*V, "--n-seq", "256", "--seeds", "2", "--corpus", str(corpus),
+                                 "--runs-file", str(tmp_path / "runs.jsonl"), "--format", "json"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"bkprof: error: run dense seed {seed} failed: ValueError: the training text has 151 words, fewer than "
+        "--n-seq 256 + 2" for seed in (0, 1)]
+    assert json.loads(result.stdout)["runs"] == []
+
+
+def test_a_runs_identity_holds_the_test_tokens_it_was_scored_on():
+    from types import SimpleNamespace
+
+    from bkprof.validate.grid import identity
+    from bkprof.validate.train import Recipe, RunSpec
+
+    spec, recipe = RunSpec("dense", None, None, 0), Recipe()
+    whole = SimpleNamespace(fingerprint="abc", test=[0] * 300, test_whole=None)
+    first_100, first_50 = (SimpleNamespace(fingerprint="abc", test=[0] * n, test_whole=300) for n in (100, 50))
+    keys = [identity(spec, recipe, c) for c in (whole, first_100, first_50)]
+    assert len(set(keys)) == 3
+    assert identity(spec, recipe, SimpleNamespace(fingerprint="abc", test=[1] * 100, test_whole=300)) == keys[1]
+
+
+@settings(max_examples=40)
+@given(st.text(min_size=1, max_size=12))
+def test_junit_xml_is_valid_for_any_metric_name(name):
+    from xml.etree import ElementTree
+
+    from bkprof.check import junit_xml
+    from bkprof.check.compare import Outcome
+
+    document = junit_xml([Outcome(name, "max 1", 2.0, None, "fail", f"{name} > 1")])
+    ElementTree.fromstring(document.split("\n", 1)[1].encode("utf-8"))  # raises on invalid XML
+
+
+def test_no_json_report_holds_nan_or_infinity():
+    result = runner.invoke(app, ["profile", "--device", "cpu", "--variant", "dense", "--mode", "forward", "--d-model",
+                                 "8", "--n-seq", "8", "--batch", "1", "--runs", "1", "--warmup", "0",
+                                 "--peak-tflops", "1e308", "--format", "json"])
+    assert result.exit_code in (0, 1), result.output
+
+    def refuse(text):
+        raise AssertionError(f"{text} in a JSON report")
+
+    document = json.loads(result.stdout, parse_constant=refuse)
+    assert document["roof"]["flops_per_s"] is None and "roof.flops_per_s" in document["not_computed"]
+
+
+def test_an_ascii_terminal_gets_the_report():
+    done = subprocess.run([sys.executable, "-m", "bkprof", "flops", "--d-model", "8", "--n-seq", "8"],
+                          env={**ENV, "PYTHONIOENCODING": "ascii"}, capture_output=True, timeout=120)
+    assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr[-300:]
+    assert done.stdout.isascii() and b"dense" in done.stdout

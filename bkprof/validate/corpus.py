@@ -106,6 +106,7 @@ class Corpus:
     train: "object"   # LongTensor of token ids
     test: "object"
     fingerprint: str  # sha256 of both files' bytes: runs on different text never mix on --resume
+    test_whole: int | None = None  # the whole test text's tokens, where --test-tokens kept fewer
 
     def describe(self) -> dict:
         return {"folder": str(self.files.train.parent), "train_file": self.files.train.name,

@@ -46,8 +46,13 @@ def plan_runs(variants: list[str], sparsities: list[float], downsamples: list[in
 
 
 def _scored_on(corpus) -> dict:
-    """What a run was scored on: the corpus files' hash and the number of test tokens (--test-tokens)."""
-    return {"corpus": corpus.fingerprint, "test_tokens": len(corpus.test)}
+    """What a run was scored on: the corpus files' hash, and the number of test tokens when --test-tokens
+    kept fewer than the whole test text. (The whole text adds nothing, so the identities of runs
+    recorded before --test-tokens was part of them, such as the committed H200 runs, still match.)"""
+    scored = {"corpus": corpus.fingerprint}
+    if corpus.test_whole is not None:
+        scored["test_tokens"] = len(corpus.test)
+    return scored
 
 
 def identity(spec: RunSpec, recipe: Recipe, corpus) -> str:

@@ -31,7 +31,7 @@ class Plan:
 def limited_corpus(corpus, test_tokens: int | None):
     if test_tokens is None or test_tokens >= len(corpus.test):
         return corpus
-    return dataclasses.replace(corpus, test=corpus.test[:test_tokens])
+    return dataclasses.replace(corpus, test=corpus.test[:test_tokens], test_whole=len(corpus.test))
 
 
 class Costs:
