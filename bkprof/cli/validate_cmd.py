@@ -6,10 +6,10 @@ from typing import Annotated, Optional
 
 from bkprof.cli import app
 from bkprof.cli.errors import BadInput, Command
-from bkprof.cli.runs import checked_grid_fits, checked_runs_file, failed_runs, interrupted_keeps
-from bkprof.cli.options import (FormatOpt, Output, Variants, checked_backend, checked_device, device_option, flag,
+from bkprof.cli.options import (FormatOpt, Output, Variants, checked_backend, checked_device, device_option, emit_report, flag,
                                 integer_option, number_option, output_folder_option, positive, progress_bar,
                                 text_option, variant_names)
+from bkprof.cli.runs import checked_grid_fits, checked_runs_file, failed_runs, interrupted_keeps
 from bkprof.variants.fields import FIELDS
 
 PLOT_SUFFIXES = (".png",)
@@ -85,10 +85,9 @@ def validate(
     output: Output = None,
 ) -> None:
     from bkprof.report.io import output_folders
-    from bkprof.validate.runner import Plan, default_runs_file, run_grid
-    from bkprof.validate.train import Recipe
-
     from bkprof.sizes import MAX_JOBS, MAX_LAYERS, MAX_SEEDS
+    from bkprof.validate.runner import Plan, run_grid
+    from bkprof.validate.train import Recipe
 
     checked_backend(backend, checked_device(device))
     for option, value, limit in (("--seeds", seeds, MAX_SEEDS), ("--layers", layers, MAX_LAYERS), ("--tokens", tokens, None),
@@ -115,8 +114,7 @@ def validate(
                 save_plots(doc, plot_folder)
     except ValueError as error:
         raise BadInput(str(error)) from None
-    from bkprof.report import emit
     from bkprof.validate.report import validate_report
 
-    emit(validate_report(doc), format, output)
+    emit_report(validate_report(doc), format, output)  # a full disk: one line naming --output
     failed_runs(doc["failed"])
