@@ -492,3 +492,50 @@ def test_an_ascii_terminal_gets_the_report():
                           env={**ENV, "PYTHONIOENCODING": "ascii"}, capture_output=True, timeout=120)
     assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr[-300:]
     assert done.stdout.isascii() and b"dense" in done.stdout
+
+
+STEPPER = textwrap.dedent("""
+    import os, signal, sys
+    import bkprof.report.io as io
+    from bkprof.report.io import output_folders
+    out, how, at, number = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+
+    def one_set(generation):
+        with output_folders([(out, "--output-dir", (".csv",))], {"generation": generation}) as (folder,):
+            for i in range(3):
+                (folder / f"part-{i}.csv").write_text(str(generation) * 100)
+
+    one_set(1)
+    if how == "rename":
+        io._exchange = lambda new, old: False
+    calls = [0]
+
+    def signalled(real):
+        def call(*args):
+            calls[0] += 1
+            if calls[0] == at:
+                os.kill(os.getpid(), number)  # the signal arrives just before this step of the commit
+            return real(*args)
+        return call
+
+    os.replace, os.rename, io._exchange = (signalled(f) for f in (os.replace, os.rename, io._exchange))
+    one_set(2)
+    print("steps", calls[0])
+""")
+
+
+@pytest.mark.parametrize("how, number", [("exchange", signal.SIGTERM), ("exchange", signal.SIGKILL),
+                                         ("rename", signal.SIGTERM), ("rename", signal.SIGHUP)])
+def test_a_signal_before_each_step_of_a_set_swap_leaves_one_whole_set(tmp_path, how, number):
+    """Deterministic where the random instant is lucky: the signal lands before each rename in turn."""
+    step = 1
+    while True:
+        out = tmp_path / f"out-{step}"
+        done = subprocess.run([sys.executable, "-c", STEPPER, str(out), how, str(step), str(int(number))], env=ENV,
+                              capture_output=True, timeout=60)
+        assert whole_set(out), (step, done.stderr[-500:])
+        if done.returncode == 0:  # every step was tried: the last run had fewer steps than `step`
+            assert int(done.stdout.split()[-1]) < step
+            break
+        step += 1
+    assert step >= 3  # the manifest's rename and the swap's renames were each interrupted
