@@ -539,3 +539,15 @@ def test_a_signal_before_each_step_of_a_set_swap_leaves_one_whole_set(tmp_path, 
             break
         step += 1
     assert step >= 3  # the manifest's rename and the swap's renames were each interrupted
+
+
+def test_a_full_disk_under_an_output_set_names_the_option_and_keeps_the_old_set(tiny_disk):
+    out = tiny_disk / "out"
+    with output_folders([(out, "--output-dir", (".csv",))], {"generation": 1}) as (folder,):
+        (folder / "part-0.csv").write_text("1" * 100)
+    with pytest.raises(OutputError, match=f"cannot write --output-dir {out}: No space left on device"):
+        with output_folders([(out, "--output-dir", (".csv",))], {"generation": 2}) as (folder,):
+            (folder / "part-0.csv").write_text("2" * 100)
+            (folder / "big.csv").write_bytes(b"x" * 200_000)  # more than the 64 KiB disk holds
+    assert whole_set(out) and json.loads((out / MANIFEST).read_text())["config"]["generation"] == 1
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["out"]

@@ -453,6 +453,22 @@ def output_folders(specs: list[tuple[str | os.PathLike | None, str, tuple[str, .
             folder = outer[home].staging / target.relative_to(home)
             folder.mkdir(parents=True, exist_ok=True)
             folders.append(folder)
-        yield folders
-        for candidate in outer.values():
-            candidate.commit(config)
+        with _named_errors(outer.values()):
+            yield folders
+            for candidate in outer.values():
+                candidate.commit(config)
+
+
+@contextlib.contextmanager
+def _named_errors(sets):
+    """A write into a set that fails (a full disk) is an OutputError naming the option and the folder
+    given, not the hidden staging file; other OSErrors (an input that cannot be read) pass as they are."""
+    try:
+        yield
+    except OSError as error:
+        where = os.path.abspath(os.fsdecode(error.filename)) if error.filename else None
+        for candidate in sets:
+            homes = [str(p) for p in (candidate.staging, candidate.target) if p is not None]
+            if where is None or any(where.startswith(home) for home in homes) or _TEMP_MARK in where:
+                raise OutputError(f"cannot write {candidate.given}: {error.strerror or error}") from None
+        raise
