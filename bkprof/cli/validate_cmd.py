@@ -6,9 +6,10 @@ from typing import Annotated, Optional
 
 from bkprof.cli import app
 from bkprof.cli.errors import BadInput, Command
-from bkprof.cli.options import (FormatOpt, Output, Variants, checked_backend, checked_device, device_option, flag,
+from bkprof.cli.options import (FormatOpt, Output, Variants, checked_backend, checked_device, device_option, emit_report, flag,
                                 integer_option, number_option, output_folder_option, positive, progress_bar,
                                 text_option, variant_names)
+from bkprof.cli.runs import checked_grid_fits, checked_runs_file, failed_runs, interrupted_keeps
 from bkprof.variants.fields import FIELDS
 
 PLOT_SUFFIXES = (".png",)
@@ -84,13 +85,15 @@ def validate(
     output: Output = None,
 ) -> None:
     from bkprof.report.io import output_folders
-    from bkprof.validate.runner import Plan, default_runs_file, run_grid
+    from bkprof.sizes import MAX_JOBS, MAX_LAYERS, MAX_SEEDS
+    from bkprof.validate.runner import Plan, run_grid
     from bkprof.validate.train import Recipe
 
     checked_backend(backend, checked_device(device))
-    for option, value in (("--seeds", seeds), ("--layers", layers), ("--tokens", tokens),
-                          ("--jobs-per-device", jobs_per_device), (FIELDS["batch"].option, batch)):
-        positive(option, value)
+    for option, value, limit in (("--seeds", seeds, MAX_SEEDS), ("--layers", layers, MAX_LAYERS), ("--tokens", tokens, None),
+                                 ("--jobs-per-device", jobs_per_device, MAX_JOBS), (FIELDS["batch"].option, batch, None)):
+        positive(option, value, limit)
+    runs_file = checked_runs_file(runs_file, output, resume or report_only)
     if not lr > 0:
         raise BadInput(f"--lr must be positive, got {lr}")
     try:
@@ -98,10 +101,11 @@ def validate(
                     Recipe(d_model=d_model, n_seq=n_seq, layers=layers, tokens=tokens, batch=batch, lr=lr,
                            backend=backend),
                     corpus=corpus, test_tokens=_test_tokens(test_tokens), devices=_devices(device),
-                    jobs_per_device=jobs_per_device, runs_file=runs_file or default_runs_file(output), resume=resume,
+                    jobs_per_device=jobs_per_device, runs_file=runs_file, resume=resume,
                     report_only=report_only)
+        checked_grid_fits(plan)
         with output_folders([(plot, "--plot", PLOT_SUFFIXES)], {"command": "validate"}) as (plot_folder,):
-            with progress_bar(None, "validate") as update:
+            with progress_bar(None, "validate") as update, interrupted_keeps(runs_file):
                 doc = run_grid(plan, progress=lambda advance, text: update(text, advance=advance),
                                on_total=lambda total: update("training", total=total))
             if plot_folder is not None:
@@ -110,7 +114,7 @@ def validate(
                 save_plots(doc, plot_folder)
     except ValueError as error:
         raise BadInput(str(error)) from None
-    from bkprof.report import emit
     from bkprof.validate.report import validate_report
 
-    emit(validate_report(doc), format, output)
+    emit_report(validate_report(doc), format, output)  # a full disk: one line naming --output
+    failed_runs(doc["failed"])

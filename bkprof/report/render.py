@@ -204,7 +204,9 @@ def render_text(report: Report, width: int = FILE_WIDTH) -> str:
 
 def render(report: Report, fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(report.payload, indent=2, default=_json_default) + "\n"
+        from bkprof.report.records import finite_json
+
+        return finite_json(report.payload, default=_json_default) + "\n"
     if fmt == "csv":
         return report.results.frame.to_csv(index=False)
     if fmt == "markdown":

@@ -106,6 +106,7 @@ class Corpus:
     train: "object"   # LongTensor of token ids
     test: "object"
     fingerprint: str  # sha256 of both files' bytes: runs on different text never mix on --resume
+    test_whole: int | None = None  # the whole test text's tokens, where --test-tokens kept fewer
 
     def describe(self) -> dict:
         return {"folder": str(self.files.train.parent), "train_file": self.files.train.name,
@@ -115,6 +116,9 @@ class Corpus:
                         f"every line ends with {EOS}"}
 
 
+MIN_TRAIN_WORDS, MIN_TEST_WORDS = 100, 2  # below these the baselines and the scoring have nothing to work on
+
+
 def load_corpus(folder: str | Path | None = None) -> Corpus:
     files = corpus_files(folder)
     digest = hashlib.sha256()
@@ -122,7 +126,13 @@ def load_corpus(folder: str | Path | None = None) -> Corpus:
     for path in (files.train, files.test):
         data = path.read_bytes()
         digest.update(data)
-        texts.append(data.decode("utf-8"))
+        try:
+            texts.append(data.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise ValueError(f"--corpus: {path} is not UTF-8 text (byte {error.start}: {error.reason})") from None
     train_words, test_words = words(texts[0]), words(texts[1])
+    for path, found, least in ((files.train, train_words, MIN_TRAIN_WORDS), (files.test, test_words, MIN_TEST_WORDS)):
+        if len(found) < least:  # the count baselines hold out part of the text; a model needs sequences
+            raise ValueError(f"--corpus: {path} has {len(found)} words (line ends included); at least {least} are needed")
     vocab = Vocabulary.from_words(train_words)
     return Corpus(files, vocab, vocab.encode(train_words), vocab.encode(test_words), digest.hexdigest())

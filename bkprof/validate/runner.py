@@ -31,7 +31,7 @@ class Plan:
 def limited_corpus(corpus, test_tokens: int | None):
     if test_tokens is None or test_tokens >= len(corpus.test):
         return corpus
-    return dataclasses.replace(corpus, test=corpus.test[:test_tokens])
+    return dataclasses.replace(corpus, test=corpus.test[:test_tokens], test_whole=len(corpus.test))
 
 
 class Costs:
@@ -54,8 +54,8 @@ def _record(spec: RunSpec, plan: Plan, corpus, measured: dict, costs: Costs) -> 
     return {
         **spec.key(), **measured, **costs.of(spec),
         "eval_sparsity": 1 - config.kept / config.n_seq if spec.sparsity is not None else None,
-        "identity": identity(spec, plan.recipe, corpus.fingerprint),
-        "grid": grid_identity(plan.recipe, corpus.fingerprint),
+        "identity": identity(spec, plan.recipe, corpus),
+        "grid": grid_identity(plan.recipe, corpus),
     }
 
 
@@ -85,7 +85,7 @@ def _run_in_workers(todo: list[RunSpec], plan: Plan, finish, progress: Progress)
         tasks.put(None)
     for worker in workers:
         worker.start()
-    left = len(todo)
+    left, ended = len(todo), False
     try:
         while left:
             try:
@@ -99,11 +99,16 @@ def _run_in_workers(todo: list[RunSpec], plan: Plan, finish, progress: Progress)
                 continue
             left -= 1
             finish(spec, value if kind == "done" else None, value if kind == "failed" else None)
+        ended = True
     finally:
+        for worker in workers:  # interrupted or failed: end the workers now, not after their runs
+            worker.join(timeout=5 if ended else 0)
+            if worker.is_alive():
+                worker.terminate()
         for worker in workers:
             worker.join(timeout=5)
             if worker.is_alive():
-                worker.terminate()
+                worker.kill()
 
 
 def _label(spec: RunSpec) -> str:
@@ -128,7 +133,7 @@ def run_grid(plan: Plan, progress: Progress | None = None, on_total: Callable[[i
     if plan.report_only and not store.lines:
         raise ValueError(f"--report-only: {plan.runs_file} holds no runs")
     done = store.finished()
-    todo = [] if plan.report_only else [s for s in specs if identity(s, plan.recipe, corpus.fingerprint) not in done]
+    todo = [] if plan.report_only else [s for s in specs if identity(s, plan.recipe, corpus) not in done]
     costs = Costs(plan.recipe, corpus.vocab)
     failures: list[dict] = []
     progress = progress or (lambda advance, text: None)
@@ -146,7 +151,7 @@ def run_grid(plan: Plan, progress: Progress | None = None, on_total: Callable[[i
     else:
         _run_in_workers(todo, plan, finish, progress)
     baseline = baselines(corpus.train, corpus.test, corpus.vocab.predictable, corpus.vocab.itos.index(EOS))
-    return document(plan, corpus, store.of_grid(plan.recipe, corpus.fingerprint), baseline, failures,
+    return document(plan, corpus, store.of_grid(plan.recipe, corpus), baseline, failures,
                     skipped=len(store.lines) - len(todo) if plan.report_only else len(specs) - len(todo))
 
 
