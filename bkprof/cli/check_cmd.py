@@ -66,7 +66,8 @@ def check(
                                           config_check=not no_config_check), commit=False)
         # every output is made ready before anything is written: a command that fails writes nothing
         with output_folders([(plot if trend else None, "--plot", (".png",))],
-                            {"history": str(history), "metrics": trend}) as (folder,):
+                            {"history": str(history), "metrics": trend},
+                            files=[(output, "--output"), (junit, "--junit"), (history, "--history")]) as (folder,):
             if trend:
                 _plot_trends(verdict.history, trend, folder)
             junit_text = junit_xml(verdict.outcomes) if junit is not None else None

@@ -82,7 +82,7 @@ def _profile(config, names, settings, format, output, trace, plot, peak_tflops, 
     described = {"config": config.as_dict(), "variants": names, "modes": settings.modes, "batch": settings.batch,
                  "warmup": settings.warmup, "runs": settings.runs, "device": str(settings.device)}
     specs = [(trace, "--trace", TRACE_SUFFIXES), (plot, "--plot", PLOT_SUFFIXES)]
-    with output_folders(specs, described) as (trace_folder, plot_folder):
+    with output_folders(specs, described, files=[(output, "--output")]) as (trace_folder, plot_folder):
         with progress_bar(len(names) * len(settings.modes), "profiling") as update:
             result = profile_variants(config, names, replace(settings, trace_dir=trace_folder),
                                       on_row=lambda variant, mode: update(f"profiling {variant} ({mode})",

@@ -104,7 +104,8 @@ def validate(
                     jobs_per_device=jobs_per_device, runs_file=runs_file, resume=resume,
                     report_only=report_only)
         checked_grid_fits(plan)
-        with output_folders([(plot, "--plot", PLOT_SUFFIXES)], {"command": "validate"}) as (plot_folder,):
+        with output_folders([(plot, "--plot", PLOT_SUFFIXES)], {"command": "validate"},
+                            files=[(output, "--output"), (runs_file, "--runs-file")]) as (plot_folder,):
             with progress_bar(None, "validate") as update, interrupted_keeps(runs_file):
                 doc = run_grid(plan, progress=lambda advance, text: update(text, advance=advance),
                                on_total=lambda total: update("training", total=total))

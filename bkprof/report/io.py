@@ -431,10 +431,14 @@ def manifest(config: dict | None, files: list[str]) -> dict:
 
 
 @contextlib.contextmanager
-def output_folders(specs: list[tuple[str | os.PathLike | None, str, tuple[str, ...]]], config: dict | None = None):
+def output_folders(specs: list[tuple[str | os.PathLike | None, str, tuple[str, ...]]], config: dict | None = None,
+                   files: list[tuple[str | os.PathLike | None, str]] = ()):
     """Staging folders for (path, option, suffixes) specs, None where no path is given; committed
     together when the block ends normally, discarded when it raises. Two specs naming one folder
-    share one set; a folder inside another spec's folder is a subfolder of that set."""
+    share one set; a folder inside another spec's folder is a subfolder of that set. `files`, the
+    command's (path, option) output files, may not lie in or over one of the folders: refused
+    before the work (the set would replace the file, or the file land in the set)."""
+    _refuse_files_in_folders(specs, files)
     chosen = {i: OutputSet(path, option, suffixes) for i, (path, option, suffixes) in enumerate(specs) if path is not None}
     outer: dict[Path, OutputSet] = {}
     for candidate in sorted(chosen.values(), key=lambda c: len(c.target.parts)):
@@ -457,6 +461,18 @@ def output_folders(specs: list[tuple[str | os.PathLike | None, str, tuple[str, .
             yield folders
             for candidate in outer.values():
                 candidate.commit(config)
+
+
+def _refuse_files_in_folders(specs, files) -> None:
+    for file, file_option in files:
+        if file is None:
+            continue
+        where = Path(file).absolute()
+        for folder, folder_option, _ in specs:
+            if folder is not None and (where == Path(folder).absolute() or where.is_relative_to(Path(folder).absolute())
+                                       or Path(folder).absolute().is_relative_to(where)):
+                raise OutputError(f"{file_option} {file} and {folder_option} {folder} overlap: give the report file "
+                                  "and the folder different places")
 
 
 @contextlib.contextmanager
