@@ -69,7 +69,7 @@ def _curves(plt, doc: dict, path: Path) -> Path | None:
         panels.setdefault(key, []).append(r)
     columns = min(3, len(panels))
     rows = -(-len(panels) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.3 * rows), squeeze=False)
     for ax, (title, group) in zip(axes.flat, panels.items()):
         for r in sorted(group, key=lambda r: r["seed"]):
             c = r["curve"]
@@ -84,6 +84,7 @@ def _curves(plt, doc: dict, path: Path) -> Path | None:
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     figure.suptitle("training loss (mean per step window) and test loss (fixed test slice) per seed", fontsize=9)
+    figure.tight_layout(rect=(0, 0, 1, 0.97))
     return save_png(figure, path)
 
 
