@@ -373,6 +373,25 @@ def test_widths_controls_reference_curves_and_a_report_without_torch(tiny, tmp_p
     assert again["summary"] == json.loads(json.dumps(doc["summary"])) and again["baselines"] == doc["baselines"]
 
 
+H200 = ["--runs-file", "reports/validate/H200-2026-12-02/runs.jsonl", "--backend", "vectorized", "--d-model", "128",
+        "--n-seq", "256", "--layers", "4", "--batch", "64", "--tokens", "6553600", "--seeds", "3", "--sparsity",
+        "0.4,0.5,0.6,0.7", "--downsample", "2,4", "--test-tokens", "all"]
+
+
+def test_the_committed_runs_report_without_torch(tmp_path):
+    """The 2026-12-02 runs (recorded before the recipe had a load-balancing loss) belong to the grid with
+    --balance-weight 0; their report reads the committed cache of baselines and layer claims, no torch."""
+    out = tmp_path / "h200.json"
+    assert _modules_after_report([*H200, "--balance-weight", "0", "--report-only", "--format", "json", "--output",
+                                  str(out)]) == (0, [])
+    doc = json.loads(out.read_text())
+    assert len(doc["runs"]) == 24 and doc["baselines"]["two_sided"]["test_ppl"] == pytest.approx(163.47, abs=0.01)
+    # with the load-balancing loss in the recipe they are another grid: nothing of it in the file
+    out.unlink()
+    assert _modules_after_report([*H200, "--report-only", "--format", "json", "--output", str(out)]) == (0, [])
+    assert json.loads(out.read_text())["runs"] == []
+
+
 @pytest.mark.parametrize("option, value, message", [
     ("--sparsity", "1.2", "sparsity must be in [0, 1), got 1.2"),
     ("--tokens", "0", "--tokens must be a positive integer, got 0"),

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 from bkprof.cli import app
 from bkprof.cli.errors import BadInput, Command
 from bkprof.cli.options import (FormatOpt, Output, Variants, checked_backend, checked_device, device_option, flag,
-                                integer_option, output_folder_option, positive, progress_bar,
+                                integer_option, number_option, output_folder_option, positive, progress_bar,
                                 text_option, variant_names)
 from bkprof.variants.fields import FIELDS
 
@@ -77,6 +77,9 @@ def validate(
                                           "(steps x batch x n_seq), the same for every variant.")] = 32_768,
     lr: Annotated[str, text_option("--lr", "Peak learning rate (AdamW, warm-up then cosine); a list is a "
                                    "learning-rate sweep, each value its own grid, e.g. 1e-3,3e-3.", "VALUES")] = "0.003",
+    balance_weight: Annotated[float, number_option("--balance-weight", "Weight of the router's load-balancing "
+                              "loss (Switch Transformer), summed over the blocks; 0: none (the recipe of the runs "
+                              "before it existed).")] = 0.01,
     test_tokens: Annotated[str, text_option("--test-tokens", "Score the first INT tokens of the test text, or "
                                             "all of it.", "INT|all")] = DEFAULT_TEST_TOKENS,
     corpus: Annotated[Optional[str], text_option("--corpus", "A WikiText folder ({train,valid,test}.txt, "
@@ -112,11 +115,13 @@ def validate(
     for option, value in (("--seeds", seeds), ("--layers", layers), ("--tokens", tokens),
                           ("--jobs-per-device", jobs_per_device), (FIELDS["batch"].option, batch)):
         positive(option, value)
+    if not 0 <= balance_weight < float("inf"):
+        raise BadInput(f"--balance-weight must be a finite number >= 0, got {balance_weight}")
     widths, rates = _values("d_model", d_model), _learning_rates(lr)
     try:
         plan = Plan(variant_names(variant), _values("sparsity", sparsity), _values("downsample", downsample), seeds,
                     Recipe(d_model=widths[0], n_seq=n_seq, layers=layers, tokens=tokens, batch=batch, lr=rates[0],
-                           backend=backend),
+                           backend=backend, balance_weight=balance_weight),
                     corpus=corpus, test_tokens=_test_tokens(test_tokens),
                     devices=(device,) if report_only else _devices(device),
                     jobs_per_device=jobs_per_device, runs_file=runs_file or default_runs_file(output), resume=resume,

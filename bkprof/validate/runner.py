@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -145,8 +146,33 @@ def _label(spec: RunSpec) -> str:
     return f"{spec.variant}{setting} seed {spec.seed}"
 
 
+# Recipe fields added after runs files were first written, at the value those runs had in effect:
+# a record without the field belongs to the grid whose recipe has that value (balance_weight: the
+# runs of 2026-12-02 trained without a load-balancing loss). Reports only: --resume never mixes them,
+# as their identity strings differ.
+LEGACY_FIELDS = {"balance_weight": 0.0}
+
+
+def _legacy_grid(run: dict, fingerprint: str) -> str | None:
+    """The grid identity of a record written before some recipe fields existed, with those fields filled in."""
+    try:
+        grid = json.loads(run["grid"])
+        recipe = grid["recipe"]
+    except (KeyError, TypeError, ValueError):
+        return None
+    missing = {k: v for k, v in LEGACY_FIELDS.items() if k not in recipe}
+    if not missing or grid.get("corpus") != fingerprint:
+        return None
+    try:
+        return grid_identity(Recipe(**{**recipe, **missing}), fingerprint)
+    except TypeError:   # a field this version does not know
+        return None
+
+
 def _grid_runs(store: RunsFile, plan: Plan, fingerprint: str) -> list[dict]:
-    return [r for recipe in plan.recipes() for r in store.of_grid(recipe, fingerprint)]
+    runs = [r for recipe in plan.recipes() for r in store.of_grid(recipe, fingerprint)]
+    wanted = {grid_identity(recipe, fingerprint) for recipe in plan.recipes()}
+    return runs + [r for r in store.lines if _legacy_grid(r, fingerprint) in wanted]
 
 
 def run_grid(plan: Plan, progress: Progress | None = None, on_total: Callable[[int], None] | None = None) -> dict:
