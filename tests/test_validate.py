@@ -274,6 +274,29 @@ def test_the_transformer_reference_is_counted_with_attention_and_is_no_bk_varian
     assert cost["blocks_train_flops_per_token"] > 0 and cost["ops_without_formula"] == {}
 
 
+def _hand_balancing_loss(router_probs, expert_index, num_experts):
+    """E * sum_e f_e P_e, as specified for bkprof.training.losses.load_balancing_loss (stands in until it lands)."""
+    f = torch.stack([(expert_index == e).float().mean() for e in range(num_experts)])
+    return num_experts * (f * router_probs.reshape(-1, num_experts).mean(0)).sum()
+
+
+def test_the_recipe_adds_the_load_balancing_loss_summed_over_blocks(monkeypatch):
+    from bkprof.training import losses
+    from bkprof.validate.loop import balance_loss
+
+    if not hasattr(losses, "load_balancing_loss"):
+        monkeypatch.setattr(losses, "load_balancing_loss", _hand_balancing_loss, raising=False)
+    # E = 2, 4 tokens routed 0, 0, 0, 1: f = (0.75, 0.25); mean probabilities P = (2.6/4, 1.4/4) = (0.65, 0.35);
+    # per block 2 * (0.75 * 0.65 + 0.25 * 0.35) = 1.15; two blocks at weight 0.01: 0.023
+    probs = torch.tensor([[[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.3, 0.7]]])
+    index = torch.tensor([[[0], [0], [0], [1]]])
+    stats_ = [{"router_probs": probs, "expert_index": index}] * 2
+    assert float(balance_loss(stats_, Recipe(balance_weight=0.01), 2)) == pytest.approx(0.023)
+    # no router in the stats (the Transformer, or a layer without router_probs), or weight 0: nothing added
+    assert balance_loss([{"expert_index": index}], Recipe(), 2) == 0.0
+    assert balance_loss(stats_, Recipe(balance_weight=0.0), 2) == 0.0
+
+
 def test_layer_claims_count_on_the_cpu_whatever_backend_the_runs_use():
     # the runs may train with triton on CUDA; bkprof flops' claims are counted on the CPU with vectorized
     from bkprof.validate.cost import layer_claims
