@@ -106,8 +106,9 @@ def _setting(row: dict) -> tuple:
 
 
 def _references(setting: tuple) -> list[tuple[str, tuple]]:
-    """(label, setting) of what `setting` is compared with: dense, its own control, the Transformer."""
-    refs = [("dense", (DENSE, None, None))]
+    """(label, setting) of what `setting` is compared with: dense (but dense itself), its own control, the
+    Transformer (where ResNet-BK stands against the model users would pick instead)."""
+    refs = [] if setting[0] == DENSE else [("dense", (DENSE, None, None))]
     control = control_of(setting)
     if control is not None:
         refs.append(("control", control))
@@ -115,14 +116,15 @@ def _references(setting: tuple) -> list[tuple[str, tuple]]:
 
 
 def comparisons(rows: list[dict]) -> list[dict]:
-    """Every BK setting but dense against each reference width: at equal width (the same d) and at equal
-    compute (its PPL interpolated on its own curve at the reference's training FLOPs per token)."""
+    """Every BK setting against each reference width (dense against the Transformer only): at equal width
+    (the same d) and at equal compute (its PPL interpolated on its own curve at the reference's training
+    FLOPs per token)."""
     out = []
     by_key = {(_setting(r), r["lr"]): [] for r in rows}
     for r in rows:
         by_key[(_setting(r), r["lr"])].append(r)
     for (setting, lr), own in by_key.items():
-        if setting[0] in (DENSE, REFERENCE):
+        if setting[0] == REFERENCE:
             continue
         curve = [(r["train_flops_per_token"], _mean(r)) for r in own]
         widths = {r["d_model"]: r for r in own}
