@@ -17,11 +17,10 @@
 # A plumbing check on a CPU: DEVICE=cpu BACKEND=vectorized EXTRA="--corpus DIR --n-seq 16 ..." (EXTRA's
 # options come last, so they win).
 set -u
-out=$1; tokens=${2:-3276800}; limit=${3:-450}
+mkdir -p "$1"; out=$(cd "$1" && pwd); tokens=${2:-3276800}; limit=${3:-450}  # absolute: the smoke run works in /tmp
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 pin() { local cores=$1; shift; if command -v taskset >/dev/null && [ "$(nproc)" -ge 16 ]; then taskset -c "$cores" "$@"; else "$@"; fi; }
 log=$out/log.txt
-mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$log" 2>&1
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" >>"$log" 2>&1
 echo "cores $(nproc); tokens $tokens; limit $limit s" >>"$log"

@@ -69,7 +69,7 @@ class ExpertLoad:
         return [(c.double() / c.sum()).tolist() for c in self.counts]
 
 
-def _training_loss(model, spec: RunSpec, recipe: Recipe, scheduler, task, stats, tail: bool, sparsities):
+def _training_loss(model, recipe: Recipe, scheduler, task, stats, tail: bool, sparsities):
     """Task loss plus the sparsity loss (variants with a mask) and the router's load-balancing loss."""
     loss = task
     masks = masks_of(stats)
@@ -119,7 +119,7 @@ def train_model(model: LanguageModel, spec: RunSpec, recipe: Recipe, corpus, dev
         logits, stats = model(hide(tokens, where, mask_id), where)
         task = F.cross_entropy(logits, tokens[where])
         in_tail = step >= recipe.steps - tail
-        loss = _training_loss(model, spec, recipe, scheduler, task, stats, in_tail, sparsities)
+        loss = _training_loss(model, recipe, scheduler, task, stats, in_tail, sparsities)
         task_losses.append(task.detach())
         if in_tail:
             load.add(stats, model.num_experts)

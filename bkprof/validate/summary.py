@@ -78,6 +78,13 @@ def _row(key: tuple, group: list[dict]) -> dict:
     }
 
 
+def _ratio(row: dict, ref: dict | None, key: str) -> float | None:
+    """row[key] / ref[key]; None without a reference (no dense run at that width) or a value."""
+    if ref is None or not ref[key] or row[key] is None:
+        return None
+    return row[key] / ref[key]
+
+
 def summarise(runs: list[dict]) -> list[dict]:
     """One row per (setting, width, learning rate): test ppl over seeds, costs, and against dense of the
     same width and learning rate (ratio of the seeds' mean perplexities and of the FLOPs per token)."""
@@ -88,10 +95,10 @@ def summarise(runs: list[dict]) -> list[dict]:
     dense = {(r["d_model"], r["lr"]): r for r in rows if r["variant"] == DENSE}
     for row in rows:
         ref = dense.get((row["d_model"], row["lr"]))
-        ratio = lambda key, ref=ref, row=row: row[key] / ref[key] if ref and ref[key] and row[key] is not None else None  # noqa: E731
-        row.update(ppl_vs_dense=None if ratio("test_ppl_mean") is None else ratio("test_ppl_mean") - 1,
-                   flops_vs_dense=ratio("train_flops_per_token"),
-                   blocks_flops_vs_dense=ratio("blocks_train_flops_per_token"))
+        ppl = _ratio(row, ref, "test_ppl_mean")
+        row.update(ppl_vs_dense=None if ppl is None else ppl - 1,
+                   flops_vs_dense=_ratio(row, ref, "train_flops_per_token"),
+                   blocks_flops_vs_dense=_ratio(row, ref, "blocks_train_flops_per_token"))
     order = {"reference": 0, "variant": 1, "control": 1}
     return sorted(rows, key=lambda r: (order[r["role"]], r["variant"] != DENSE, r["variant"], r["sparsity"] or 0,
                                        r["downsample"] or 0, r["lr"], r["d_model"]))
