@@ -18,7 +18,7 @@ light:
 
 >>> import bkprof
 >>> bkprof.analytic_flops("dense", bkprof.LayerConfig())   # per sequence, forward, at the defaults
-34704304
+34708144
 """
 
 from __future__ import annotations

@@ -133,7 +133,12 @@ def test_the_four_variants_keep_their_counts():
     from bkprof.flops.analytic import analytic_flops
     from bkprof.variants import VARIANTS, LayerConfig, build
 
-    expected = {"dense": 34_704_304, "sparse": 58_791_602, "multiscale": 68_759_344, "combined": 80_802_994}
+    # before the Switch-style router (issue 19) the routing softmax ran over the top-1 logit alone:
+    # 34,704,304 / 58,791,602 / 68,759,344 / 80,802,994. It now runs over all E = 4 logits, 5 FLOPs
+    # per element: + 5 x 256 x (4 - 1) = 3,840 at N = 256, + 5 x 128 x 3 = 1,920 in the multi-scale
+    # variants' inner layer at N/f = 128
+    expected = {"dense": 34_704_304 + 3_840, "sparse": 58_791_602 + 3_840, "multiscale": 68_759_344 + 1_920,
+                "combined": 80_802_994 + 1_920}
     for name in VARIANTS:
         with torch.device("meta"):
             layer, x = build(name, LayerConfig()).eval(), torch.empty(1, 256, 128)

@@ -118,13 +118,15 @@ class _GroupedLayer(torch.nn.Module):
 
 
 def _moe_reference(moe: MoEFFN, x: torch.Tensor) -> torch.Tensor:
-    """Each token through each of its top_k experts, one at a time, weighted by the softmax of its top_k logits."""
+    """Each token through each of its top_k experts, one at a time, weighted by the expert's probability
+    under the softmax over all E logits (Switch Transformer)."""
     e = moe.experts
     tokens = x.reshape(-1, x.shape[-1])
     out = torch.zeros_like(tokens)
     for t, token in enumerate(tokens):
-        logits, experts = moe.gate(token).topk(moe.top_k)
-        for weight, k in zip(logits.softmax(-1), experts.tolist()):
+        probs = moe.gate(token).softmax(-1)
+        for k in probs.argsort(descending=True)[:moe.top_k].tolist():
+            weight = probs[k]
             hidden = torch.relu(F.linear(token, e.w1[k], e.b1[k]))
             out[t] += weight * F.linear(hidden, e.w2[k], e.b2[k])
     return out.view_as(x)
@@ -135,9 +137,10 @@ def test_moe_equals_a_per_token_loop(top_k):
     config = LayerConfig(d_model=8, n_seq=12, num_experts=3, top_k=top_k)
     moe = build("dense", config, seed=3).moe.eval()
     x = torch.randn(2, 12, 8, dtype=torch.float64)
-    out, index = moe.double()(x)
+    out, index, probs = moe.double()(x)
     torch.testing.assert_close(out, _moe_reference(moe, x), rtol=1e-12, atol=1e-12)
     assert index.shape == (2, 12, top_k)
+    torch.testing.assert_close(probs, F.softmax(moe.gate(x), dim=-1))
 
 
 def test_experts_initialise_like_separate_linears():
@@ -187,7 +190,7 @@ def test_triton_reads_non_contiguous_inputs():
 
 
 def _moe_step(moe: MoEFFN, x: torch.Tensor) -> None:
-    out, _ = moe(x)
+    out, *_ = moe(x)
     out.backward(torch.ones_like(out))
 
 
@@ -221,10 +224,10 @@ def test_moe_forward_replays_as_a_cuda_graph():
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            captured, _ = moe(x)
+            captured, *_ = moe(x)
         x.copy_(torch.randn_like(x))  # new tokens, new routing
         graph.replay()
-        expected, _ = moe(x)
+        expected, *_ = moe(x)
     torch.testing.assert_close(captured, expected)
 
 
@@ -247,5 +250,5 @@ class _MoEOnly(torch.nn.Module):
         self.moe = build("dense", config).moe
 
     def forward(self, x):
-        out, _ = self.moe(x)
+        out, *_ = self.moe(x)
         return out, {}

@@ -203,7 +203,7 @@ def test_every_table_of_a_command_at_every_width(name, tmp_path):
 def test_flops_at_the_defaults_piped_at_80_columns():
     """What the issue saw in `bkprof flops > log.txt`; the other widths are checked at a small layer above."""
     whole = markdown_numbers(invoke(["flops", "--format", "markdown"], 120))
-    assert {"4,199,424", "34,704,304", "45.4%"} <= whole
+    assert {"4,199,424", "34,708,144", "45.4%"} <= whole  # published standard, dense counted, published reduction
     assert_readable(invoke(["flops"], 80), 80, whole)
 
 

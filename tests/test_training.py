@@ -225,3 +225,32 @@ def test_schedule_command(tmp_path):
     assert bad.exit_code == 2 and "applies to sparse and combined" in bad.stderr
     bad = CliRunner().invoke(app, ["schedule", "--final-sparsity", "1.0"])
     assert bad.exit_code == 2 and "sparsity must be in [0, 1), got 1.0" in bad.stderr
+
+
+def test_load_balancing_loss_by_hand():
+    from bkprof.training import expert_load, load_balancing_loss
+
+    probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6], [0.7, 0.3]])
+    index = torch.tensor([[0], [0], [1], [0]])
+    # f = (3/4, 1/4), P = (2.8/4, 1.2/4) = (0.7, 0.3): 2 * (0.75 * 0.7 + 0.25 * 0.3) = 1.2
+    assert torch.allclose(expert_load(index, 2), torch.tensor([0.75, 0.25]))
+    assert load_balancing_loss(probs, index, 2).item() == pytest.approx(1.2)
+    # uniform probabilities and an even split: the minimum, 1
+    assert load_balancing_loss(torch.full((4, 2), 0.5), torch.tensor([[0], [1], [0], [1]]), 2).item() == pytest.approx(1.0)
+
+
+def test_load_balancing_gradient_moves_probability_off_the_busiest_expert():
+    from bkprof.training import load_balancing_loss
+
+    logits = torch.tensor([[2.0, 0.0], [1.0, 0.0], [0.5, 0.0]], requires_grad=True)
+    probs = logits.softmax(-1)
+    load_balancing_loss(probs, probs.argmax(-1, keepdim=True), 2).backward()
+    # every token went to expert 0: raising its logit raises the loss
+    assert (logits.grad[:, 0] > 0).all() and (logits.grad[:, 1] < 0).all()
+
+
+def test_load_balancing_loss_names_a_wrong_expert_count():
+    from bkprof.training import load_balancing_loss
+
+    with pytest.raises(ValueError, match="3 experts"):
+        load_balancing_loss(torch.full((2, 3), 1 / 3), torch.zeros(2, 1, dtype=torch.long), 4)

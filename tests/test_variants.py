@@ -123,3 +123,15 @@ def test_cubic_interpolation_is_exact_on_lines_with_even_spacing():
 def test_build_rejects_unknown_variant():
     with pytest.raises(ValueError, match="variant"):
         build("sparse-ish", SMALL)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_the_router_gets_a_gradient(name, top_k):
+    # with the chosen experts used at weight 1 the gate's gradient was exactly 0 (issue 19)
+    model = build(name, SMALL.with_(top_k=top_k)).train()
+    out, _ = model(torch.randn(2, 24, 16))
+    out.square().mean().backward()
+    gates = [p.grad for n, p in model.named_parameters() if n.endswith("gate.weight")]
+    assert gates and all(g is not None and g.abs().sum() > 0 for g in gates)
+

@@ -2,7 +2,7 @@
 
     {"time": "2026-12-02T07:00:00Z", "commit": "4ab1e8c…", "dirty": false, "passed": true,
      "environment": {"python": "3.12.3", "torch": "2.13.0", "platform": "...", "device": "cpu", ...},
-     "metrics": {"flops.variants.dense.counted_flops": 34704304, ...}}
+     "metrics": {"flops.variants.dense.counted_flops": 34708144, ...}}
 
 Appending is one write of one line in append mode, so concurrent runs interleave whole lines; a
 line that does not parse (a run killed mid-write) is skipped when reading, with its line number.

@@ -138,8 +138,9 @@ def dense_parts(c: LayerConfig, b: int, training: bool, device: str) -> dict[str
     routed = t * k
     return {
         "gate": linear(t, d, c.num_experts),
-        # softmax of the top-k logits, then each pair's expert output times its weight, summed over slots
-        "routing": _f(normalization=SOFTMAX_PER_ELEMENT * routed, elementwise=routed * d, reduction=routed * d),
+        # softmax over all E logits, then each pair's expert output times its probability, summed over slots
+        "routing": _f(normalization=SOFTMAX_PER_ELEMENT * t * c.num_experts, elementwise=routed * d,
+                      reduction=routed * d),
         "experts": linear(routed, d, 2 * d) + pointwise(routed * 2 * d) + dropout(routed * 2 * d, c, training)
         + linear(routed, 2 * d, d),
         "v_projection": linear(t, d, 1) + pointwise(t),
@@ -282,7 +283,7 @@ def analytic_flops(name: str, config: LayerConfig, *, batch: int = 1, backward: 
 
     >>> from bkprof import LayerConfig, analytic_flops
     >>> analytic_flops("combined", LayerConfig())            # per sequence, forward, at the defaults
-    80802994
+    80804914
     >>> analytic_flops("dense", LayerConfig(), batch=8) == 8 * analytic_flops("dense", LayerConfig())
     True
     """

@@ -1,4 +1,5 @@
-"""Sparsity losses of the second source document (docs/sweeps.md), usable from the variants' stats.
+"""Sparsity losses of the second source document (docs/sweeps.md), usable from the variants' stats,
+and the router's load-balancing loss (Switch Transformer).
 
 Current sparsity is 1 - mean(mask): in train mode the sparse layer's mask is a straight-through
 Gumbel-sigmoid, so every loss here sends gradients back into the importance predictor. Nothing is
@@ -84,3 +85,25 @@ def balanced_loss(task_loss: torch.Tensor, stats: dict, target: float, *, kind: 
         "accuracy_weight": float(accuracy_weight),
     }
     return total, breakdown
+
+
+def expert_load(expert_index: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """Fraction of the (token, slot) pairs routed to each expert: (E,), summing to 1."""
+    counts = torch.bincount(expert_index.flatten(), minlength=num_experts)
+    return counts.to(torch.float32) / max(1, expert_index.numel())
+
+
+def load_balancing_loss(router_probs: torch.Tensor, expert_index: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """Switch Transformer's auxiliary loss, E * sum_e f_e * P_e: f_e the fraction of (token, slot)
+    pairs routed to expert e (no gradient: a count), P_e the mean router probability of e over the
+    tokens (differentiable). 1 when routing is uniform, up to E when every token goes to one expert
+    with certainty; its gradient pushes probability away from the experts that get the most tokens.
+
+    router_probs (..., E) and expert_index (..., top_k), as the dense layer's stats hold them.
+    """
+    if router_probs.shape[-1] != num_experts:
+        raise ValueError(f"router_probs has {router_probs.shape[-1]} experts in its last dimension, "
+                         f"expected {num_experts}")
+    fraction = expert_load(expert_index, num_experts).to(router_probs.dtype)
+    mean_prob = router_probs.reshape(-1, num_experts).mean(dim=0)
+    return num_experts * (fraction * mean_prob).sum()

@@ -35,7 +35,12 @@ class GroupedExperts(nn.Module):
 class MoEFFN(nn.Module):
     """Gate Linear(d, E), top-k routing; expert = Linear(d, 2d) -> ReLU -> Dropout -> Linear(2d, d).
 
-    Each token runs through exactly top_k experts, weighted by the softmax of its top_k gate logits.
+    Each token runs through exactly top_k experts (the argmax for top_k = 1). Each chosen expert's
+    output is scaled by its probability under the softmax over all E gate logits, as in the Switch
+    Transformer: that is what gives the gate a gradient (a softmax over the chosen logits alone is 1
+    for top_k = 1, so the router would never learn). The probabilities are returned for the
+    load-balancing loss (`bkprof.training.load_balancing_loss`).
+
     The (token, slot) pairs are sorted by expert and each expert's rows run through its weights in
     one grouped op per layer (`grouped`): no per-expert selection, no shape that depends on the
     routing, so on CUDA (with Triton) the layer never synchronises with the host.
@@ -48,10 +53,12 @@ class MoEFFN(nn.Module):
         self.gate = nn.Linear(c.d_model, c.num_experts)
         self.experts = GroupedExperts(c)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(output, expert index (..., top_k), router probabilities (..., E))."""
         tokens = x.reshape(-1, x.shape[-1])
-        top_logits, top_index = self.gate(tokens).topk(self.top_k, dim=-1)
-        weights = top_logits.softmax(dim=-1)
+        probs = self.gate(tokens).softmax(dim=-1)
+        # the softmax is monotone: the top-k probabilities are those of the top-k logits
+        weights, top_index = probs.topk(self.top_k, dim=-1)
         # pair p = token * top_k + slot; stable, so each expert's rows keep token order
         expert, order = top_index.flatten().sort(stable=True)
         ends = torch.searchsorted(expert, torch.arange(self.num_experts, device=x.device), right=True)
@@ -60,7 +67,8 @@ class MoEFFN(nn.Module):
         # each row back to its pair's place (a write: every pair once), then the weighted sum over slots
         pair_out = sorted_out.new_empty(sorted_out.shape).index_put((order,), sorted_out)
         out = (pair_out.view(*weights.shape, -1) * weights[..., None]).sum(1)
-        return out.view_as(x), top_index.view(*x.shape[:-1], self.top_k)
+        return (out.view_as(x), top_index.view(*x.shape[:-1], self.top_k),
+                probs.view(*x.shape[:-1], self.num_experts))
 
 
 class BKCore(nn.Module):
@@ -115,7 +123,7 @@ class DenseLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
         check_input(x, self.config, type(self).__name__)
-        ffn_out, expert_index = self.moe(x)
+        ffn_out, expert_index, router_probs = self.moe(x)
         features, stats = self.spectral_features(x, ffn_out)
         out = ffn_out + self.bk_scale * self.out_proj(features)
-        return out, {"expert_index": expert_index, **stats}
+        return out, {"expert_index": expert_index, "router_probs": router_probs, **stats}

@@ -273,7 +273,7 @@ def build(name: str, config: LayerConfig | Mapping | None = None, *, seed: int =
     >>> layer = build("sparse", LayerConfig(d_model=16, n_seq=32)).eval()
     >>> out, stats = layer(torch.randn(2, 32, 16))
     >>> tuple(out.shape), sorted(stats)
-    ((2, 32, 16), ['expert_index', 'importance', 'mask', 'sparsity'])
+    ((2, 32, 16), ['expert_index', 'importance', 'mask', 'router_probs', 'sparsity'])
     """
     import torch
 
