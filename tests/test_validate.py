@@ -274,18 +274,9 @@ def test_the_transformer_reference_is_counted_with_attention_and_is_no_bk_varian
     assert cost["blocks_train_flops_per_token"] > 0 and cost["ops_without_formula"] == {}
 
 
-def _hand_balancing_loss(router_probs, expert_index, num_experts):
-    """E * sum_e f_e P_e, as specified for bkprof.training.losses.load_balancing_loss (stands in until it lands)."""
-    f = torch.stack([(expert_index == e).float().mean() for e in range(num_experts)])
-    return num_experts * (f * router_probs.reshape(-1, num_experts).mean(0)).sum()
-
-
-def test_the_recipe_adds_the_load_balancing_loss_summed_over_blocks(monkeypatch):
-    from bkprof.training import losses
+def test_the_recipe_adds_the_load_balancing_loss_summed_over_blocks():
     from bkprof.validate.loop import balance_loss
 
-    if not hasattr(losses, "load_balancing_loss"):
-        monkeypatch.setattr(losses, "load_balancing_loss", _hand_balancing_loss, raising=False)
     # E = 2, 4 tokens routed 0, 0, 0, 1: f = (0.75, 0.25); mean probabilities P = (2.6/4, 1.4/4) = (0.65, 0.35);
     # per block 2 * (0.75 * 0.65 + 0.25 * 0.35) = 1.15; two blocks at weight 0.01: 0.023
     probs = torch.tensor([[[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.3, 0.7]]])
@@ -295,6 +286,22 @@ def test_the_recipe_adds_the_load_balancing_loss_summed_over_blocks(monkeypatch)
     # no router in the stats (the Transformer, or a layer without router_probs), or weight 0: nothing added
     assert balance_loss([{"expert_index": index}], Recipe(), 2) == 0.0
     assert balance_loss(stats_, Recipe(balance_weight=0.0), 2) == 0.0
+
+
+def test_the_router_trains_in_the_recipe(tiny):
+    """With the Switch router the task loss alone reaches the gate (through the chosen expert's probability):
+    its gradient after the last training step is not 0, even without the load-balancing loss. (Weight decay
+    moves the weights whatever the gradient, so the gradient is what is checked.)"""
+    from bkprof.validate.loop import build_model, train_model
+
+    corpus = load_corpus(tiny)
+    for weight in (0.0, 0.01):
+        recipe = Recipe(d_model=8, n_seq=16, layers=1, batch=4, tokens=128, balance_weight=weight)
+        spec = RunSpec("dense", None, None, 0)
+        model = build_model(spec, recipe, corpus)
+        record = train_model(model, spec, recipe, corpus, torch.device("cpu"))
+        assert model.stack.blocks[0].layer.moe.gate.weight.grad.abs().sum() > 0
+        assert len(record["expert_load"]) == 1 and sum(record["expert_load"][0]) == pytest.approx(1.0)
 
 
 def test_layer_claims_count_on_the_cpu_whatever_backend_the_runs_use():

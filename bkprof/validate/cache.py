@@ -2,17 +2,35 @@
 
 `RUNS.cache.json` holds the count baselines (keyed by the corpus's sha256 and the number of test
 tokens scored) and bkprof flops' layer claims (keyed by the layer config), so that
-`--report-only` reads them instead of importing torch and recounting (15-32 s before). A missing or
-unreadable cache is recomputed; it is never the only copy of anything.
+`--report-only` reads them instead of importing torch and recounting (15-32 s before). Each key also
+holds a fingerprint of the source files its value comes from, so a change to the counting code (a new
+op in a layer, say) makes its entries miss instead of serving stale numbers. A missing or unreadable
+cache is recomputed; it is never the only copy of anything.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
 from bkprof.report.io import write_atomic
+
+
+PACKAGE = Path(__file__).resolve().parent.parent
+# the sources each kind of entry is computed from (globs under bkprof/)
+SOURCES = {"baselines": ("validate/baseline.py", "validate/corpus.py"),
+           "layer_claims": ("flops/*.py", "flops/*.json", "variants/*.py", "core/*.py", "validate/cost.py")}
+
+
+def code_fingerprint(kind: str) -> str:
+    """sha256 (16 hex digits) of the source files an entry of `kind` is computed from."""
+    digest = hashlib.sha256()
+    for pattern in SOURCES[kind]:
+        for path in sorted(PACKAGE.glob(pattern)):
+            digest.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 class ReportCache:
@@ -30,6 +48,7 @@ class ReportCache:
 
     def get(self, kind: str, key: str, compute):
         table = self.data.setdefault(kind, {})
+        key = f"{code_fingerprint(kind)}:{key}"
         if key not in table:
             table[key] = compute()
             self.changed = True
