@@ -16,6 +16,7 @@ PLOTS = {
     "ppl_vs_time.png": ("wall_s", "training wall time per run (s)"),
 }
 CURVES = "curves.png"
+MARKERS = "os^Dv<>"
 
 
 def _label(row: dict) -> str:
@@ -36,12 +37,16 @@ def _lines(rows: list[dict]) -> dict[tuple, list[dict]]:
 def _frontier(ax, rows: list[dict], x_key: str, x_label: str, doc: dict) -> None:
     lines = _lines(rows)
     several_lrs = len({lr for _, lr in lines}) > 1
+    shown: dict[str, int] = {}   # settings drawn so far per variant: each gets its own marker
     for (label, lr), points in lines.items():
         points = sorted(points, key=lambda r: r[x_key])
-        colour = variant_colour(points[0]["variant"]) or "black"
+        variant = points[0]["variant"]
+        colour = variant_colour(variant) or "black"
+        marker = MARKERS[shown.get(variant, 0) % len(MARKERS)]
+        shown[variant] = shown.get(variant, 0) + 1
         style = "--" if points[0]["role"] == "control" else "-"
         ax.errorbar([r[x_key] for r in points], [r["test_ppl_mean"] for r in points],
-                    yerr=[r["test_ppl_std"] or 0.0 for r in points], fmt="o" + style, color=colour, capsize=3,
+                    yerr=[r["test_ppl_std"] or 0.0 for r in points], fmt=marker + style, color=colour, capsize=3,
                     label=f"{label} lr={lr:g}" if several_lrs else label)
         for r in points:
             ax.annotate(f"d={r['d_model']}", (r[x_key], r["test_ppl_mean"]), textcoords="offset points",
