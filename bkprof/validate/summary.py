@@ -230,7 +230,7 @@ def document(plan, data: dict, runs: list[dict], baseline: dict, failures: list[
                         "expert_load": "per block, the fraction of tokens routed to each expert over the last "
                                        "tenth of the training steps",
                         "curve": "training loss: mean of the task loss over each train_every steps; test loss: "
-                                 "mean NLL (nats) on the first 16 windows of the test text at 8 checkpoints"},
+                                 "mean NLL (nats) on the first min(16, batch) windows of N test tokens at 8 checkpoints"},
         "devices": list(plan.devices), "jobs_per_device": plan.jobs_per_device,
         "runs": public, "failed": failures, "resumed_runs": skipped,
         "baselines": baseline,
