@@ -155,10 +155,18 @@ def render(block: Block, result: Result) -> str:
     return f"\n{out}\n" if block.raw else f"```{block.lang}\n{out}```\n"
 
 
-def words(text: str) -> set[str]:
-    """The words of an output without its numbers: what a `# measured` block must keep."""
-    tokens = re.split(r"[\s│┃┏┓┗┛┡┩┣┫╇╋━─┳┻┼┬┴└┘┌┐├┤═|`]+", text)
+def _tokens(text: str) -> set[str]:
+    tokens = re.split(r"[\s│┃┏┓┗┛┡┩┣┫╇╋━─┳┻┼┬┴└┘┌┐├┤═|`;]+", text)
     return {t for t in tokens if t and not re.search(r"\d", t)}
+
+
+def words(text: str) -> set[str]:
+    """The words of an output without its numbers: what a `# measured` block must keep. The mark a
+    row gets when other processes kept the machine busy comes and goes with the load, so its words
+    are left out too."""
+    from bkprof.machine import BUSY_NOTE
+
+    return _tokens(text) - _tokens(BUSY_NOTE.format(others=0))
 
 
 def is_fresh(block: Block, result: Result) -> bool:

@@ -267,3 +267,35 @@ def test_cuda_graph_replay_times_a_captured_step():
     x = torch.randn(64, 64, device="cuda")
     m = Timer(torch.device("cuda"), warmup=1, runs=4).measure_graph(lambda t: t @ t, [x, x.clone()])
     assert m.runs == 4 and m.median > 0 and m.clock == "cuda events, graph replay"
+
+
+def test_threads_must_be_positive():
+    result = runner.invoke(app, ["profile", "--device", "cpu", "--threads", "0", *SMALL_ARGS])
+    assert result.exit_code == 2 and "--threads must be a positive integer, got 0" in result.output
+
+
+def test_a_busy_machine_marks_the_rows_and_warns(tmp_path):
+    """Two spinning processes keep both of a 2-core machine's cores busy (more cores: more spinners)."""
+    import os
+    import subprocess
+    import sys
+
+    from bkprof import machine
+
+    spin = "import time\nend = time.time() + 60\nwhile time.time() < end: pass"
+    spinners = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(machine.cores())]
+    try:
+        result = runner.invoke(app, ["profile", "--device", "cpu", "--variant", "dense", "--mode", "forward",
+                                     "--no-components", "--threads", "1", "--format", "json", *SMALL_ARGS])
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait(timeout=10)
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("no /proc/stat here")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    row = doc["rows"][0]
+    assert row["others_busy_cores"] > machine.BUSY_CORES and "busy: others used" in row["note"]
+    assert "warning: other processes used up to" in result.stderr
+    assert doc["environment"]["cpu_threads"] == 1 and doc["environment"]["cores"] == machine.cores()

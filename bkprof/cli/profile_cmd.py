@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from bkprof._torch_helpers import torch_threads
 from bkprof.cli import app
 from bkprof.cli.errors import BadInput, Command
 from bkprof.cli.options import (MAX_RUNS, FormatOpt, LayerOptions, Output, Variants, checked_backend, checked_device,
@@ -15,6 +16,7 @@ from bkprof.cli.options import (MAX_RUNS, FormatOpt, LayerOptions, Output, Varia
                                 variant_names, with_layer_options)
 
 
+MAX_THREADS = 4096
 TRACE_SUFFIXES = (".json",)
 PLOT_SUFFIXES = (".png",)
 Modes = Annotated[Optional[list[str]], choice_option(
@@ -43,6 +45,8 @@ def profile(
     plot: Annotated[Optional[str], output_folder_option(
         "--plot", "Write roofline-<mode>.png (every component of every variant) into this folder", PLOT_SUFFIXES)] = None,
     peaks: Annotated[bool, flag("--peaks", "Print the table of device peaks bkprof knows, and exit.")] = False,
+    threads: Annotated[Optional[int], integer_option(
+        "--threads", "Torch CPU threads while measuring (default: the cores other processes leave idle, at least 1).")] = None,
     format: FormatOpt = "table",
     output: Output = None,
 ) -> None:
@@ -59,6 +63,12 @@ def profile(
         raise BadInput("--plot needs the component breakdown; drop --no-components")
     config = layer.config()
     settings = _settings(device, mode, layer.batch, warmup, runs, graphs, ops, components)
+    names = variant_names(variant)
+    with torch_threads(_threads(threads)):
+        _profile(config, names, settings, format, output, trace, plot, peak_tflops, peak_gbps)
+
+
+def _profile(config, names, settings, format, output, trace, plot, peak_tflops, peak_gbps) -> None:
     from dataclasses import replace
 
     from bkprof.profile import profile_variants
@@ -66,7 +76,6 @@ def profile(
     from bkprof.report.io import output_folders
     from bkprof.sizes import check_fits
 
-    names = variant_names(variant)
     env = environment(settings.device, checked_backend(config.backend, settings.device))
     check_fits(names, config, settings.batch, settings.modes, settings.device)
     rows_started = itertools.count()
@@ -84,8 +93,31 @@ def profile(
 
             write_rooflines(report.payload, plot_folder)
     emit_report(report, format, output)
+    _warn_if_busy(report.payload["rows"])
     if result.failed:
         raise typer.Exit(1)
+
+
+def _threads(threads: int | None) -> int:
+    """--threads, or as many as the cores other processes leave idle (never more than torch's default).
+    The command owns its process, so it may set torch's thread count (the library never does)."""
+    import torch
+
+    from bkprof import machine
+
+    if threads is not None:
+        return positive("--threads", threads, MAX_THREADS)
+    return min(torch.get_num_threads(), machine.default_threads())
+
+
+def _warn_if_busy(rows: list[dict]) -> None:
+    from bkprof import machine
+
+    busy = [r["others_busy_cores"] for r in rows if machine.is_busy(r.get("others_busy_cores"))]
+    if busy:
+        typer.echo(f"warning: other processes used up to {max(busy):.1f} of {machine.cores()} cores during "
+                   f"{len(busy)} of {len(rows)} rows (marked in their note): timings on a shared CPU can be many "
+                   "times slower; measure on an idle machine", err=True)
 
 
 def _settings(device: str, modes, batch: int, warmup: int, runs: int, graphs: bool, ops: int, components: bool):

@@ -12,6 +12,7 @@ gradient seed) has no module: None.
 from __future__ import annotations
 
 import bisect
+import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -87,8 +88,10 @@ def op_bytes(func, args, kwargs, out) -> int:
 def created_bytes(func, out) -> int:
     """Bytes of the op's outputs that are new tensors (not views of, or writes into, an input)."""
     outs = out if isinstance(out, (tuple, list)) else (out,)
-    return sum(value.numel() * value.element_size() for ret, value in zip(func._schema.returns, outs)
-               if ret.alias_info is None and isinstance(value, torch.Tensor))
+    schema = getattr(func, "_schema", None)  # higher-order operators have none: their outputs are new
+    returns = schema.returns if schema is not None else [None] * len(outs)
+    return sum(value.numel() * value.element_size() for ret, value in zip(returns, outs)
+               if (ret is None or ret.alias_info is None) and isinstance(value, torch.Tensor))
 
 
 @contextmanager
@@ -101,6 +104,12 @@ def removed_after(hooks: list):
             hook.remove()
 
 
+def _without_compile_wrappers(name: str) -> str:
+    """`block._orig_mod.fc` -> `block.fc`: a compiled submodule (torch.compile's OptimizedModule)
+    and the module it wraps are one module for the count."""
+    return ".".join(part for part in name.split(".") if part != "_orig_mod")
+
+
 @dataclass
 class OpCounts:
     """FLOPs keyed by (phase, module, family, op); bytes moved by (phase, module); calls of ops without
@@ -110,10 +119,25 @@ class OpCounts:
     bytes: Counter = field(default_factory=Counter)
     missing: Counter = field(default_factory=Counter)
     created_bytes: int = 0
+    # CPU seconds spent between two aten ops (or before the first, after the last) in long stretches,
+    # by (phase, module): work the counter cannot see (numpy, Python arithmetic, a C extension)
+    outside_aten: Counter = field(default_factory=Counter)
+
+
+# A stretch of CPU time this long with no aten op is reported (process time, so a process waiting
+# for a shared core does not count): far above the Python between two ops of any module (microseconds),
+# below a numpy matmul of a few hundred rows.
+OUTSIDE_ATEN_SECONDS = 0.01
 
 
 class OpCounter(TorchDispatchMode):
-    """A TorchDispatchMode that counts each executed op with the registry in `formulas`."""
+    """A TorchDispatchMode that counts each executed op with the registry in `formulas`.
+
+    Higher-order operators (flex_attention) reach it too: one with a formula runs as it would
+    without the counter and is counted whole; any other runs uncounted and is listed as an op
+    without a formula."""
+
+    supports_higher_order_operators = True
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -123,22 +147,41 @@ class OpCounter(TorchDispatchMode):
         self._stack: list[str | None] = [None]
         self.nodes = SequenceComponents()
         self._running: str | None = None  # in backward: the module of the forward node autograd runs
+        self._last_op_end = time.process_time()
+
+    def __enter__(self):
+        self._last_op_end = time.process_time()
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        self.mark_outside_aten()
+        return super().__exit__(*exc)
+
+    def mark_outside_aten(self) -> None:
+        """Book the CPU time since the last aten op to the running module when it is a long stretch."""
+        now = time.process_time()
+        if now - self._last_op_end >= OUTSIDE_ATEN_SECONDS:
+            self.counts.outside_aten[(self.phase, self._module())] += now - self._last_op_end
+        self._last_op_end = now
 
     @contextmanager
     def tracking_modules(self):
         """Keep the stack of running submodules (hooks live outside the mode, which re-enters itself)."""
         hooks = []
         for name, module in self.model.named_modules():
+            name = _without_compile_wrappers(name)
             hooks.append(module.register_forward_pre_hook(partial(self._enter_module, name)))
             hooks.append(module.register_forward_hook(partial(self._leave_module, name)))
         with removed_after(hooks):
             yield self
 
     def _enter_module(self, name: str, *_) -> None:
+        self.mark_outside_aten()
         self._stack.append(name)
         self.nodes.mark(name)
 
     def _leave_module(self, name: str, *_) -> None:
+        self.mark_outside_aten()
         self._stack.pop()
         self.nodes.mark(self._stack[-1])
 
@@ -172,6 +215,15 @@ class OpCounter(TorchDispatchMode):
         kwargs = kwargs or {}
         if func.namespace == "prim":  # device and layout queries of tensor subclasses (fake tensors)
             return func(*args, **kwargs)
+        self.mark_outside_aten()
+        try:
+            return self._dispatch(func, args, kwargs)
+        finally:
+            self._last_op_end = time.process_time()
+
+    def _dispatch(self, func, args, kwargs):
+        if isinstance(func, torch._ops.HigherOrderOperator):
+            return self._count(func, args, kwargs, func(*args, **kwargs), f"higher_order.{func.name()}")
         if not has_formula(func):
             # Composite ops (linear, softmax, dropout...) reach the mode whole under inference_mode;
             # counting their decomposition gives the same ops as with autograd on.
@@ -180,7 +232,9 @@ class OpCounter(TorchDispatchMode):
             if out is not NotImplemented:
                 return out
         out = func(*args, **kwargs)
-        op = f"{func.namespace}.{func.overloadpacket.__name__}"
+        return self._count(func, args, kwargs, out, f"{func.namespace}.{func.overloadpacket.__name__}")
+
+    def _count(self, func, args, kwargs, out, op: str):
         module = self._module()
         self.counts.bytes[(self.phase, module)] += op_bytes(func, args, kwargs, out)
         if self.phase == "forward":

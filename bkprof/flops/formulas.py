@@ -91,17 +91,109 @@ def _mm(func, args, kwargs, out):
     return {"matmul": _torch_matmul(func, args, kwargs, out)}
 
 
+@formula("mv", "dot", "vdot", family="matmul",
+         rule="2·M·K (mv), 2·K (dot, vdot): 2 per multiply-accumulate; complex: 8 (vdot's conjugation is free)")
+def _mv(func, args, kwargs, out):
+    a, b = args[0], args[1]
+    macs = a.numel() if func.overloadpacket is not torch.ops.aten.mv else a.shape[0] * a.shape[1]
+    return {"matmul": 2 * macs * (COMPLEX_MAC if _is_complex(_first(out)) else 1)}
+
+
+def _bias_adds(a: dict, out) -> int:
+    """1 per output element, unless beta = 0 (the bias is then ignored: no add happens)."""
+    return out.numel() if a.get("beta", 1) != 0 else 0
+
+
 @formula("addmm", "baddbmm", "bkprof::grouped_linear", family="matmul",
-         rule="2·M·K·N + M·N (the bias add, 1 per output element)")
+         rule="2·M·K·N + M·N (the bias add, 1 per output element; none when beta = 0)")
 def _addmm(func, args, kwargs, out):
-    return {"matmul": _torch_matmul(func, args, kwargs, out), "bias": out.numel()}
+    return {"matmul": _torch_matmul(func, args, kwargs, out), "bias": _bias_adds(named_args(func, args, kwargs), out)}
 
 
-@formula("convolution", family="matmul",
-         rule="2·out·(C_in/groups)·kernel + out if biased (the bias add)")
+@formula("addmv", "addbmm", family="matmul",
+         rule="2·M·K (addmv), 2·B·M·K·N (addbmm: the batch's products summed into one M×N: the sum is the "
+              "MACs' adds) + 1 per output element for the bias (none when beta = 0)")
+def _addmv_addbmm(func, args, kwargs, out):
+    a = named_args(func, args, kwargs)
+    macs = a["mat"].numel() if "mat" in a else a["batch1"].numel() * a["batch2"].shape[-1]
+    return {"matmul": 2 * macs * (COMPLEX_MAC if _is_complex(out) else 1), "bias": _bias_adds(a, out)}
+
+
+@formula("convolution", "_convolution", "convolution_overrideable", "cudnn_convolution", "_slow_conv2d_forward",
+         family="matmul",
+         rule="2·out·(C_in/groups)·kernel + out if biased (the bias add); transposed: 2·in·(C_out/groups)·kernel")
 def _convolution(func, args, kwargs, out):
-    bias = args[2]
-    return {"matmul": _torch_matmul(func, args, kwargs, out), "bias": out.numel() if bias is not None else 0}
+    # PyTorch's count (torch.utils.flop_counter.conv_flop), from the shapes: weight (C_out, C_in/groups, k...)
+    # or, transposed, (C_in, C_out/groups, k...); each output (transposed: input) element takes
+    # prod(weight.shape[1:]) multiply-accumulates. (PyTorch's own formula cannot be called on
+    # _slow_conv2d_forward, whose arguments differ.)
+    a = named_args(func, args, kwargs)
+    x, weight = args[0], args[1]
+    driven = x if a.get("transposed", False) else out
+    macs = driven.numel() * math.prod(weight.shape[1:])
+    return {"matmul": 2 * macs * (COMPLEX_MAC if _is_complex(out) else 1),
+            "bias": out.numel() if a.get("bias") is not None else 0}
+
+
+@formula("_scaled_mm", family="matmul",
+         rule="2·M·K·N + M·N if biased + 1 per output element per scale applied (tensorwise scales: 1, rowwise: 2)")
+def _scaled_mm(func, args, kwargs, out):
+    a = named_args(func, args, kwargs)
+    scales = 1 if a["scale_a"].numel() == 1 and a["scale_b"].numel() == 1 else 2
+    return {"matmul": _torch_matmul(func, args, kwargs, out),
+            "bias": out.numel() if a["bias"] is not None else 0, "elementwise": scales * out.numel()}
+
+
+def _trilinear_macs(a: dict) -> int:
+    """aten::_trilinear as it runs: i1·i2 summed over the sum dims i3 lacks, then that times i3 summed over
+    the rest (nn.Bilinear: x1 (N, I1)·W (O, I1, I2) -> (N, O, I2), then · x2 (N, I2): N·O·I2·(I1 + 1))."""
+    dims = len(a["expand1"]) + a["i1"].dim()
+
+    def expanded(t, expand):
+        shape = list(t.shape)
+        for d in sorted(expand):
+            shape.insert(d, 1)
+        return shape
+
+    s1, s2, s3 = (expanded(a[k], a[e]) for k, e in (("i1", "expand1"), ("i2", "expand2"), ("i3", "expand3")))
+    pair = [max(x, y) for x, y in zip(s1, s2)]
+    first = math.prod(pair)
+    reduced = [1 if d in a["sumdim"] and s3[d] == 1 else pair[d] for d in range(dims)]
+    return first + math.prod(max(x, y) for x, y in zip(reduced, s3))
+
+
+@formula("_trilinear", family="matmul",
+         rule="2 per multiply-accumulate of its two pairwise products (nn.Bilinear: 2·N·O·I2·(I1 + 1))")
+def _trilinear(func, args, kwargs, out):
+    return {"matmul": 2 * _trilinear_macs(named_args(func, args, kwargs))}
+
+
+@formula("_euclidean_dist", family="matmul",
+         rule="cdist by matmul (p=2): x1·(-2) 1 per x1 element; row norms 2 per element of x1 and x2; the product "
+              "with the norms appended 2·n·m·(d + 2); clamp and sqrt 2 per distance")
+def _euclidean_dist(func, args, kwargs, out):
+    x1, x2 = args[0], args[1]
+    n, m, d = x1.shape[-2], x2.shape[-2], x1.shape[-1]
+    pairs = out.numel()  # batch·n·m
+    batch = pairs // (n * m)
+    return {"matmul": 2 * pairs * (d + 2), "reduction": 2 * batch * (n + m) * d,
+            "elementwise": batch * n * d + 2 * pairs}
+
+
+@formula("_cdist_forward", family="reduction",
+         rule="per pair: 3 per dim (subtract, the power p of its absolute value, sum) + 1 root unless p is 0, 1 or infinite")
+def _cdist_forward(func, args, kwargs, out):
+    a = named_args(func, args, kwargs)
+    root = a["p"] not in (0, 1, math.inf)
+    return {"reduction": out.numel() * (3 * a["x1"].shape[-1] + root)}
+
+
+@formula("_cdist_backward", family="reduction",
+         rule="per pair: 4 per dim (subtract, the p-norm's derivative, scale, accumulate) + 2 (grad / dist^(p-1))")
+def _cdist_backward(func, args, kwargs, out):
+    a = named_args(func, args, kwargs)
+    pairs = a["cdist"].numel()
+    return {"reduction": pairs * (4 * a["x1"].shape[-1] + 2)}
 
 
 @formula("convolution_backward", family="matmul",
@@ -144,7 +236,31 @@ ELEMENTWISE: dict[str, tuple[int, int | None]] = {
     "tanh_backward": (3, None),      # g·(1 - y²): square, subtract, multiply
     "silu_backward": (5, None),      # g·s·(1 + x·(1 - s)), s = sigmoid(x)
     "leaky_relu_backward": (1, None), "hardtanh_backward": (1, None), "elu_backward": (2, None),
+    "atan2": (1, None), "remainder": (1, None), "fmod": (1, None),   # one libm-style op, as exp or sin
+    "xlogy": (2, None),              # x·log(y) (the x = 0 case a comparison, 0)
+    "hardsigmoid": (3, None),        # clamp(x + 3, 0, 6) / 6: add, clamp, divide
+    "hardswish": (4, None),          # x·clamp(x + 3, 0, 6) / 6: add, clamp, multiply, divide
+    "hardsigmoid_backward": (2, None),   # g / 6 inside (-3, 3): the range test, multiply
+    "hardswish_backward": (5, None),     # g·(2x + 3) / 6 inside (-3, 3): 2x, + 3, / 6, × g, the range test
+    "mish": (5, None),               # x·tanh(softplus(x)): softplus 3, tanh, multiply
+    "mish_backward": (11, None),     # softplus 3, tanh, sigmoid, then g·(t + x·σ·(1 - t²)): 6
+    "glu": (2, None),                # a·σ(b) per output element (half the input): sigmoid, multiply
+    "glu_backward": (3, None),       # per grad_input element: g·σ(b) (2) and g·a·σ·(1 - σ) (4) over two elements
+    "_prelu_kernel": (2, None),      # x > 0 ? x : w·x: the test, multiply
+    "_prelu_kernel_backward": (3, None),  # grad_input g or w·g (2), grad_weight's term x·g (1); its sum is a sum op
+    "log_sigmoid_forward": (6, None),    # min(x, 0) − log1p(exp(−|x|)): abs, negate, exp, log1p, min, subtract
+    "log_sigmoid_backward": (4, None),   # g·(1 − σ(x)) from the saved exp(−|x|): 1 + b, divide, sign select, × g
+    "_conj_physical": (0, 1),        # a real input is copied; complex: the imaginary part negated
+    "softplus_backward": (4, None),  # g·σ(x): σ from exp, add, divide (as softplus counts exp, add, log), × g
 }
+# complex forms of the activations (real FLOPs per element, from the complex ops above):
+#   sigmoid  1 / (1 + e^−z): negate 2, exp 5, + 1 (real part) 1, reciprocal 5          13
+#   tanh     (e^2z − 1) / (e^2z + 1): 2z 2, exp 5, − 1 and + 1 (real parts) 2, divide 11   20
+#   pow      exp(w·log z): log 6, multiply 6, exp 5                                      17
+#   sigmoid_backward  g·conj(y·(1 − y)): 1 − y 1, multiply 6, conjugate 1, × g 6          14
+#   tanh_backward     g·conj(1 − y²): square 6, 1 − 1, conjugate 1, × g 6                 14
+ELEMENTWISE.update({"sigmoid": (1, 13), "tanh": (1, 20), "pow": (1, 17),
+                    "sigmoid_backward": (3, 14), "tanh_backward": (3, 14)})
 
 
 def _elementwise(name: str):
@@ -304,9 +420,106 @@ def _attention_backward(func, args, kwargs, out):
                                     dropout=a["dropout_p"] > 0)
 
 
+# The CUDA kernels under scaled-dot-product attention, reached directly (a custom attention that
+# calls them): their tensors are (batch, sequence, heads, dim); a variable-length batch (cumulative
+# sequence lengths) has no fixed score matrix: PyTorch's count of its products only.
+
+def _heads_first(t: torch.Tensor) -> tuple:
+    b, s, h, d = t.shape
+    return (b, h, s, d)
+
+
+def _kernel_attention(a: dict, backward: bool, func, args, kwargs, out) -> Counts:
+    if a["query"].dim() == 3:  # variable length: (total tokens, heads, dim)
+        return {"matmul": int(flop_counter.flop_registry[func.overloadpacket](*args, **kwargs, out_val=out))}
+    q, k, v = (_heads_first(a[name]) for name in ("query", "key", "value"))
+    dropout = a["dropout_p"] > 0
+    if backward:
+        return attention_backward_flops(q, k, v, dropout=dropout)
+    masked = a.get("is_causal", False) or a.get("bias") is not None or a.get("custom_mask_type", 0) != 0
+    return attention_flops(q, k, v, masked=masked, dropout=dropout)
+
+
+@formula("_flash_attention_forward", "_efficient_attention_forward", family="matmul", rule=ATTENTION_RULE)
+def _attention_kernel(func, args, kwargs, out):
+    return _kernel_attention(named_args(func, args, kwargs), False, func, args, kwargs, out)
+
+
+@formula("_flash_attention_backward", "_efficient_attention_backward", family="matmul", rule=ATTENTION_BACKWARD_RULE)
+def _attention_kernel_backward(func, args, kwargs, out):
+    return _kernel_attention(named_args(func, args, kwargs), True, func, args, kwargs, out)
+
+
+# ---- flex_attention (a higher-order operator; eager on the CPU it runs a dense math version) ----
+# Counted as scaled-dot-product attention over the whole score matrix: QKᵀ and PV, the scale (1 per
+# score), score_mod's own ops per score (score_mod run once under the counter on one 0-d score, times
+# the number of scores), softmax 5 per score. A block_mask's skipped blocks are counted as computed
+# (as PyTorch's counter does, and as a causal mask is for SDPA): on fake tensors which blocks it skips
+# cannot be known. Backward: 2× the forward matmuls, softmax backward 4 and the scale 1 per score,
+# and the score_mod gradient's ops (its joint graph, likewise per score); the recomputed scores are
+# not counted (as for the flash kernels).
+
+def per_score_counts(score_fn, query: torch.Tensor, extra: tuple, buffers) -> Counts | None:
+    """What `score_fn(score, b, h, q_idx, kv_idx, *extra, *buffers)` costs on one score, counted by the
+    op counter (None when it cannot be run on one score)."""
+    from bkprof.flops.counter import OpCounter
+
+    score = query.new_zeros((), dtype=torch.float32)
+    index = query.new_zeros((), dtype=torch.int32)
+    counter = OpCounter(torch.nn.Module())
+    try:
+        with counter:
+            score_fn(score, index, index, index, index, *(score for _ in extra), *buffers)
+    except Exception:  # noqa: BLE001 - a score_mod this cannot call: the op is reported as without a formula
+        return None
+    if counter.counts.missing:
+        return None
+    totals: dict[str, int] = {}
+    for (_, _, family, _), flops in counter.counts.flops.items():
+        totals[family] = totals.get(family, 0) + flops
+    return totals
+
+
+def _flex_shapes(a: dict) -> tuple[int, int]:
+    q, k, v = a["query"], a["key"], a["value"]
+    scores = math.prod(q.shape[:-1]) * k.shape[-2]
+    return scores, 2 * scores * (q.shape[-1] + v.shape[-1])
+
+
+@formula("higher_order::flex_attention", family="matmul",
+         rule="2·B·H·s_q·s_k·(d + d_v) over the whole score matrix (block_mask's skipped blocks counted); per "
+              "score: scale 1, softmax 5, + score_mod's own ops (counted on one score)")
+def _flex_attention(func, args, kwargs, out):
+    names = ("query", "key", "value", "score_mod", "block_mask", "scale", "kernel_options",
+             "score_mod_other_buffers", "mask_mod_other_buffers")
+    a = {**dict(zip(names, args)), **kwargs}
+    scores, matmul = _flex_shapes(a)
+    mod = per_score_counts(a["score_mod"], a["query"], (), a.get("score_mod_other_buffers", ()))
+    if mod is None:
+        return None
+    total = {"matmul": matmul, "elementwise": scores, "normalization": SOFTMAX * scores}
+    return _added(total, _times(mod, scores))
+
+
+@formula("higher_order::flex_attention_backward", family="matmul",
+         rule="2× the forward matmuls; per score: scale 1, softmax backward 4, + the score_mod gradient's ops "
+              "(its joint graph, counted on one score)")
+def _flex_attention_backward(func, args, kwargs, out):
+    names = ("query", "key", "value", "out", "logsumexp", "grad_out", "grad_logsumexp", "fw_graph", "joint_graph",
+             "block_mask", "scale", "kernel_options", "score_mod_other_buffers", "mask_mod_other_buffers")
+    a = {**dict(zip(names, args)), **kwargs}
+    scores, matmul = _flex_shapes(a)
+    mod = per_score_counts(a["joint_graph"], a["query"], ("grad",), a.get("score_mod_other_buffers", ()))
+    if mod is None:
+        return None
+    total = {"matmul": 2 * matmul, "elementwise": scores, "normalization": SOFTMAX_BACKWARD * scores}
+    return _added(total, _times(mod, scores))
+
+
 @formula("_native_multi_head_attention", family="matmul",
          rule="nn.MultiheadAttention's inference kernel: the q, k, v and output linears (2·rows·E² + rows·E "
-              "bias each), attention as above with head dim E/H, + the head average of the weights if returned")
+              "bias each), attention as above with head dim E/H (weights returned: q alone scaled, as the "
+              "Python path), + the head average of the weights if returned")
 def _native_multi_head_attention(func, args, kwargs, out):
     a = named_args(func, args, kwargs)
     query, key, heads = a["query"], a["key"], a["num_head"]
@@ -318,8 +531,13 @@ def _native_multi_head_attention(func, args, kwargs, out):
     total = attention_flops(head, keys, keys, masked=a["mask"] is not None, dropout=False)
     total["matmul"] += 2 * e * e * (2 * rows_q + 2 * rows_k)  # q, output (rows_q); k, v (rows_k)
     total["bias"] = e * (2 * rows_q + 2 * rows_k)
-    if a["need_weights"] and a["average_attn_weights"]:
-        total["reduction"] = batch * heads * s_q * s_k + batch * s_q * s_k  # sum over heads, divide
+    if a["need_weights"]:
+        # the weights are returned: the kernel scales q alone by 1/sqrt(d) and runs QKᵀ, softmax, PV
+        # itself (as nn.MultiheadAttention's Python path does), not scaled-dot-product attention,
+        # which scales q and k by d^-1/4 each: k is not scaled
+        total["elementwise"] -= math.prod(keys)
+        if a["average_attn_weights"]:
+            total["reduction"] = batch * heads * s_q * s_k + batch * s_q * s_k  # sum over heads, divide
     return total
 
 
@@ -687,41 +905,262 @@ formula("_fft_c2c", "_fft_r2c", "_fft_c2r", family="complex",
              "+ the normalisation, 1 real multiply per real output value")(_fft)
 
 
-# ---- data movement, creation, selection and integer/boolean results: 0 FLOPs ----
+@formula("resolve_conj", "resolve_neg", family="elementwise",
+         rule="materialising a lazy conjugate (1 real FLOP per complex element) or negation (1; complex 2); "
+              "0 when there is none to resolve")
+def _resolve(func, args, kwargs, out):
+    x = args[0]
+    if func.overloadpacket is torch.ops.aten.resolve_conj:
+        return {"complex": x.numel() if x.is_conj() else 0}
+    return {"elementwise": x.numel() * _complex_factor(x) if x.is_neg() else 0}
 
+
+@formula("logsumexp", family="reduction",
+         rule="4 per input element (max, subtract, exp, sum) + 2 per output element (log, add the max back)")
+def _logsumexp(func, args, kwargs, out):
+    return {"reduction": 4 * args[0].numel() + 2 * out.numel()}
+
+
+@formula("argmax", "argmin", "cummax", "cummin", family="reduction",
+         rule="1 per input element (a comparison, as max and min count; integer inputs: 0)")
+def _arg_reduction(func, args, kwargs, out):
+    x = args[0]
+    return {"reduction": x.numel() if x.is_floating_point() else 0}
+
+
+@formula("linalg_inv_ex", family="linalg",
+         rule="2·n³ per n×n matrix: LU factorisation 2/3·n³ + the inverse from it 4/3·n³ (LAPACK getrf + getri)")
+def _inverse(func, args, kwargs, out):
+    a = args[0]
+    n = a.shape[-1]
+    return {"linalg": 2 * n ** 3 * (a.numel() // (n * n)) * (COMPLEX_MAC if a.is_complex() else 1)}
+
+
+# ---- losses with fused kernels ----
+
+def _reduced(a: dict, elements: int) -> int:
+    """The loss's reduction: 1 add per element (sum, mean) + 1 division (mean); none: 0."""
+    return 0 if a["reduction"] == 0 else elements + (a["reduction"] == 1)
+
+
+@formula("binary_cross_entropy_with_logits", family="reduction",
+         rule="9 per element ((1 − t)·x 2, − log σ(x) 7) + 1 if weighted + 4 with pos_weight ((p − 1)·t + 1, "
+              "times the log term) + the reduction (sum 1 per element, mean + 1)")
+def _bce_with_logits(func, args, kwargs, out):
+    a = named_args(func, args, kwargs)
+    n = a["self"].numel()
+    per = 9 + (a["weight"] is not None) + 4 * (a["pos_weight"] is not None)
+    return {"reduction": per * n + _reduced(a, n)}
+
+
+@formula("smooth_l1_loss", "huber_loss", family="reduction",
+         rule="6 per element (subtract, abs, compare with β, then ½·d²/β or |d| − ½β: 3 at most) + the reduction")
+def _smooth_l1(func, args, kwargs, out):
+    a = named_args(func, args, kwargs)
+    n = a["self"].numel()
+    return {"reduction": 6 * n + _reduced(a, n)}
+
+
+@formula("smooth_l1_loss_backward", "huber_loss_backward", family="elementwise",
+         rule="5 per element (subtract, compare, d/β or sign(d), × g, the mean's 1/n)")
+def _smooth_l1_backward(func, args, kwargs, out):
+    return {"elementwise": 5 * named_args(func, args, kwargs)["self"].numel()}
+
+
+# ---- weight norm, embedding bags ----
+
+@formula("_weight_norm_interface", family="normalization",
+         rule="w = g·v/‖v‖: 3 per element of v (square, sum, scale) + 2 per norm (sqrt, g / ‖v‖)")
+def _weight_norm(func, args, kwargs, out):
+    v, norms = args[0], out[1]
+    return {"normalization": 3 * v.numel() + 2 * norms.numel()}
+
+
+@formula("_weight_norm_interface_backward", family="normalization",
+         rule="5 per element of v (grad_g: g_w·v and its sum, 2; grad_v: v·grad_g/‖v‖, subtract, × g/‖v‖, 3) + 3 per norm")
+def _weight_norm_backward(func, args, kwargs, out):
+    a = named_args(func, args, kwargs)
+    return {"normalization": 5 * a["saved_v"].numel() + 3 * a["saved_norms"].numel()}
+
+
+@formula("_embedding_bag_backward", "_embedding_bag_dense_backward", "_embedding_bag_sparse_backward", family="index",
+         rule="1 add per looked-up element (rows summed into the weight gradient) + 1 per looked-up element for "
+              "mean's division or per-sample weights")
+def _embedding_bag_backward(func, args, kwargs, out):
+    a = named_args(func, args, kwargs)
+    looked_up = a["indices"].numel() * a["grad"].shape[-1]
+    scaled = a["mode"] == 1 or a.get("per_sample_weights") is not None
+    return {"index": looked_up * (1 + scaled)}
+
+
+# ---- scatter with a reduction, fold ----
+
+@formula("scatter", "scatter_", family="index",
+         rule="a write (0) without reduce; reduce='add' or 'multiply': 1 per source element (per index element for a scalar)")
+def _scatter(func, args, kwargs, out):
+    a = named_args(func, args, kwargs)
+    if a.get("reduce") is None:
+        return {"data": 0}
+    return {"index": _numel(a.get("src")) or a["index"].numel()}
+
+
+@formula("scatter_reduce", "scatter_reduce_", family="index",
+         rule="1 per source element (sum, prod, amax, amin, mean) + mean: 2 per output element (the count and the division)")
+def _scatter_reduce(func, args, kwargs, out):
+    a = named_args(func, args, kwargs)
+    return {"index": a["src"].numel() + (2 * out.numel() if a["reduce"] == "mean" else 0)}
+
+
+@formula("col2im", family="index", rule="F.fold: 1 add per input element (each patch value added into its place)")
+def _col2im(func, args, kwargs, out):
+    return {"index": args[0].numel()}
+
+
+# ---- interpolation: upsampling, grid_sample ----
+# A linear interpolation from k neighbours is k multiplies + (k − 1) adds per output element; the
+# weights are computed once per output row or column (or per grid location) and not counted, except
+# in grid_sample where each location has its own. Backward: k multiplies + k adds per grad_output element.
+
+UPSAMPLE_NEIGHBOURS = {"upsample_linear1d": 2, "upsample_bilinear2d": 4, "_upsample_bilinear2d_aa": 4,
+                       "upsample_trilinear3d": 8, "upsample_bicubic2d": 16, "_upsample_bicubic2d_aa": 16}
+
+
+@formula(*UPSAMPLE_NEIGHBOURS, family="elementwise",
+         rule="2·k − 1 per output element for k neighbours (linear 3, bilinear 7, trilinear 15, bicubic 31)")
+def _upsample(func, args, kwargs, out):
+    return {"elementwise": (2 * UPSAMPLE_NEIGHBOURS[func.overloadpacket.__name__] - 1) * out.numel()}
+
+
+@formula(*(f"{name}_backward" for name in UPSAMPLE_NEIGHBOURS), family="index",
+         rule="2·k per grad_output element (weight and add into each of k neighbours: bilinear 8)")
+def _upsample_backward(func, args, kwargs, out):
+    k = UPSAMPLE_NEIGHBOURS[func.overloadpacket.__name__.removesuffix("_backward")]
+    return {"index": 2 * k * args[0].numel()}
+
+
+@formula("upsample_nearest1d_backward", "upsample_nearest2d_backward", "upsample_nearest3d_backward",
+         "_upsample_nearest_exact1d_backward", "_upsample_nearest_exact2d_backward",
+         "_upsample_nearest_exact3d_backward", family="index",
+         rule="1 add per grad_output element (into the input element it copied)")
+def _upsample_nearest_backward(func, args, kwargs, out):
+    return {"index": args[0].numel()}
+
+
+@formula("reflection_pad1d_backward", "reflection_pad2d_backward", "reflection_pad3d_backward",
+         "replication_pad1d_backward", "replication_pad2d_backward", "replication_pad3d_backward", family="index",
+         rule="1 add per grad_output element (into the input element it copied)")
+def _pad_backward(func, args, kwargs, out):
+    return {"index": args[0].numel()}
+
+
+@formula("affine_grid_generator", family="matmul",
+         rule="2·N·H·W·3·2 (each output location's homogeneous coordinates (x, y, 1) times θᵀ (3×2))")
+def _affine_grid(func, args, kwargs, out):
+    return {"matmul": 2 * 3 * out.numel()}  # out (N, H, W, 2): N·H·W·2 outputs, 3 MACs each
+
+
+@formula("affine_grid_generator_backward", family="matmul",
+         rule="2·N·H·W·3·2 (grad θ = base gridᵀ · grad grid)")
+def _affine_grid_backward(func, args, kwargs, out):
+    return {"matmul": 2 * 3 * args[0].numel()}
+
+
+# grid_sample (2-D): per grid location, the two coordinates unnormalised (3 each: add, scale, shift)
+# and, bilinear, the distances to the 4 corners (4) and their weights (4): 14; nearest: 6 + 2 roundings;
+# bicubic: 6 + 2 sets of 4 cubic coefficients (4 each) = 38. Per output element (location × channel):
+# bilinear 7 (4 multiplies, 3 adds), nearest 0 (a copy), bicubic 31 (16 neighbours).
+GRID_SAMPLE = {0: (14, 7), 1: (8, 0), 2: (38, 31)}  # mode: (per location, per output element)
+
+
+@formula("grid_sampler_2d", family="elementwise",
+         rule="per location: bilinear 14 (coordinates 6, corner distances 4, weights 4), nearest 8, bicubic 38; "
+              "per output element: bilinear 7, nearest 0, bicubic 31")
+def _grid_sampler(func, args, kwargs, out):
+    a = named_args(func, args, kwargs)
+    per_location, per_output = GRID_SAMPLE[a["interpolation_mode"]]
+    return {"elementwise": per_location * a["grid"].numel() // 2 + per_output * out.numel()}
+
+
+@formula("grid_sampler_2d_backward", family="index",
+         rule="bilinear: per grad_output element 8 for grad_input (4 corners: multiply, add) and 16 for grad_grid "
+              "(4 corners × 2 coordinates: multiply, add), per location 14 + 6 (the chain rule through the "
+              "coordinates); nearest: 1 add per grad_output element; bicubic: no formula")
+def _grid_sampler_backward(func, args, kwargs, out):
+    a = named_args(func, args, kwargs)
+    locations, grads = a["grid"].numel() // 2, a["grad_output"].numel()
+    want_input, want_grid = a["output_mask"]
+    if a["interpolation_mode"] == 1:
+        return {"index": grads if want_input else 0}
+    if a["interpolation_mode"] != 0:
+        return None
+    return {"index": (8 * grads if want_input else 0) + ((16 * grads + 20 * locations) if want_grid else 0)}
+
+
+# ---- no arithmetic, and arithmetic not counted by convention: 0 FLOPs, each list with its rule ----
+
+# Ops that only move, copy, view or look up values: every output value is an input value (or a
+# constant the op writes: fill, zero, padding). tests/test_formulas.py runs each on distinct values and
+# checks exactly that; a view is checked by its schema (its result aliases its input).
 DATA_OPS = (
-    "view", "_unsafe_view", "reshape", "t", "transpose", "permute", "expand", "slice", "select", "squeeze",
-    "unsqueeze", "flip", "cat", "stack", "clone", "copy_", "_to_copy", "detach", "alias", "unbind", "as_strided",
-    "view_as_real", "view_as_complex", "_conj", "gather", "index", "index_select", "scatter", "nonzero", "topk",
-    "sort", "searchsorted", "argmax", "arange", "ones", "ones_like", "zeros", "zeros_like", "empty", "empty_like",
-    "full", "new_empty", "new_empty_strided", "new_zeros", "new_ones", "scalar_tensor", "fill_", "zero_", "where",
-    "select_backward", "slice_backward", "rand", "randn", "rand_like", "randn_like", "randint", "uniform_",
-    "normal_", "bernoulli_", "cummax", "cummin",
-    "eq", "ne", "ge", "gt", "le", "lt", "logical_and", "logical_and_", "logical_not", "lift_fresh", "_local_scalar_dense",
-    "split", "split_with_sizes", "contiguous", "masked_fill", "masked_fill_", "isfinite", "all", "any",
-    "unsafe_split", "unsafe_split_with_sizes", "transpose_", "t_", "squeeze_", "unsqueeze_", "tril", "triu",
-    "repeat", "roll", "constant_pad_nd", "narrow", "diagonal", "unfold", "_unsafe_index", "embedding",
-    "isnan", "isinf", "isneginf", "isposinf", "logical_or", "logical_xor", "bitwise_not", "bitwise_and",
-    "bitwise_or", "full_like", "new_full", "empty_strided", "lift_fresh_copy", "masked_select", "masked_scatter",
-    "repeat_interleave", "_reshape_alias", "real", "imag", "conj", "_conj_physical", "resolve_conj", "resolve_neg",
-    "_neg_view", "fill", "zero", "im2col", "col2im", "reflection_pad1d", "reflection_pad2d", "replication_pad1d",
-    "replication_pad2d", "index_copy", "index_fill", "_assert_async", "_assert_tensor_metadata",
+    # views
+    "view", "_unsafe_view", "reshape", "_reshape_alias", "t", "t_", "transpose", "transpose_", "permute", "expand",
+    "slice", "select", "squeeze", "squeeze_", "unsqueeze", "unsqueeze_", "detach", "alias", "unbind", "as_strided",
+    "as_strided_", "view_as_real", "view_as_complex", "_conj", "conj", "_neg_view", "real", "imag", "split",
+    "split_with_sizes", "unsafe_split", "unsafe_split_with_sizes", "narrow", "diagonal", "unfold", "lift_fresh",
+    # copies, layout changes, padding, concatenation
+    "clone", "copy_", "_to_copy", "contiguous", "lift_fresh_copy", "cat", "stack", "flip", "roll", "repeat",
+    "repeat_interleave", "tril", "triu", "constant_pad_nd", "reflection_pad1d", "reflection_pad2d",
+    "reflection_pad3d", "replication_pad1d", "replication_pad2d", "replication_pad3d", "im2col", "pixel_shuffle",
+    "pixel_unshuffle", "complex", "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d",
+    "_upsample_nearest_exact1d", "_upsample_nearest_exact2d", "_upsample_nearest_exact3d",
+    "_pack_padded_sequence", "select_backward", "slice_backward",
+    # selection and lookup by index or mask, writes
+    "gather", "index", "_unsafe_index", "index_select", "embedding", "masked_select", "masked_scatter", "where",
+    "masked_fill", "masked_fill_", "index_copy", "index_fill", "fill", "fill_", "zero", "zero_",
+    "_local_scalar_dense",
+    # checks (no result)
+    "_assert_async", "_assert_tensor_metadata", "_linalg_check_errors",
+)
+
+# Values made from the shape or drawn at random, none computed from the inputs.
+CREATION_OPS = (
+    "arange", "linspace", "eye", "hann_window", "hamming_window", "blackman_window", "scalar_tensor",
+    "ones", "ones_like", "zeros", "zeros_like", "empty", "empty_like", "empty_strided", "full", "full_like",
+    "new_empty", "new_empty_strided", "new_zeros", "new_ones", "new_full",
+    "rand", "randn", "rand_like", "randn_like", "randint", "randperm", "uniform_", "normal_", "bernoulli_",
+    "exponential_", "random_", "triu_indices", "tril_indices",
+)
+
+# Comparisons, sorting and integer/boolean logic: bkprof counts no comparison whose result is a
+# boolean, an index or an order (max, min, argmax and pooling, whose results are values or picks
+# of values, count 1 per element).
+COMPARISON_OPS = (
+    "eq", "ne", "ge", "gt", "le", "lt", "isfinite", "isnan", "isinf", "isneginf", "isposinf",
+    "logical_and", "logical_and_", "logical_not", "logical_or", "logical_xor", "bitwise_not", "bitwise_and",
+    "bitwise_or", "bitwise_xor", "all", "any", "nonzero", "topk", "sort", "searchsorted", "bucketize",
 )
 
 
-@formula(*DATA_OPS, family="data",
-         rule="0: views, copies, selection (topk, gather, where), creation, random draws, integer/boolean results")
-def _data(func, args, kwargs, out):
+def _zero(func, args, kwargs, out):
     return {"data": 0}
 
 
+formula(*DATA_OPS, family="data", rule="0: views, copies, padding, selection and lookups (values moved, none computed)")(_zero)
+formula(*CREATION_OPS, family="data", rule="0: creation (values from the shape: arange, eye, windows) and random draws")(_zero)
+formula(*COMPARISON_OPS, family="data",
+        rule="0 by convention: comparisons with boolean, index or order results (eq, isnan, topk, sort, nonzero) "
+             "and integer/boolean logic")(_zero)
+
+
 def _registry_name(func) -> str:
+    if isinstance(func, torch._ops.HigherOrderOperator):  # flex_attention: "higher_order::flex_attention"
+        return f"{func.namespace}::{func.name()}"
     name = func.overloadpacket.__name__
     return name if func.namespace == "aten" else f"{func.namespace}::{name}"
 
 
 def has_formula(func) -> bool:
-    return _registry_name(func) in FORMULAS or func.overloadpacket in flop_counter.flop_registry
+    return _registry_name(func) in FORMULAS or getattr(func, "overloadpacket", func) in flop_counter.flop_registry
 
 
 def count_op(func, args, kwargs, out) -> Counts | None:
@@ -730,8 +1169,9 @@ def count_op(func, args, kwargs, out) -> Counts | None:
     name = _registry_name(func)
     if name in FORMULAS:
         return FORMULAS[name].count(func, args, kwargs, out)
-    if func.overloadpacket in flop_counter.flop_registry:
-        return {"custom": int(flop_counter.flop_registry[func.overloadpacket](*args, **kwargs, out_val=out))}
+    packet = getattr(func, "overloadpacket", func)
+    if packet in flop_counter.flop_registry:  # a custom kernel's own formula (aten's are all in FORMULAS)
+        return {"custom": int(flop_counter.flop_registry[packet](*args, **kwargs, out_val=out))}
     return None
 
 

@@ -3,15 +3,19 @@
 The model runs once under the op counter (`counter.OpCounter`), on fake tensors where it can:
 shapes, dtypes and devices without storage, so a model or input of any size counts in the memory
 of its Python objects. Where a model cannot run on fake tensors (it reads a value, `.item()`, or
-builds a shape from data), it runs on the tensors it was given, and the result says why.
+builds a shape from data), it runs on the tensors it was given, and the result says why; the
+model's parameters, buffers and gradients are restored afterwards.
 Conventions are the registry's (`formulas`): 2 FLOPs per multiply-accumulate, complex results in
 real FLOPs; every op without a formula is listed, never counted as 0.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
+import warnings
 from collections import Counter
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -38,6 +42,9 @@ class ModelCount:
     tensors: str = "real"            # what the model ran on: "fake", "meta" or "real"
     fallback: str | None = None      # why it did not run on fake tensors, when it did not
     created_bytes: int = 0           # bytes of every new tensor of the forward: an upper bound on its activations
+    # CPU seconds by (phase, module) spent in long stretches without an aten op: work the counter
+    # cannot see (numpy, Python arithmetic, C extensions), so not in the count
+    outside_aten: Counter = field(default_factory=Counter)
 
     def total(self, phase: str = "forward", family: str | None = None) -> int:
         return sum(v for (p, _, f, _), v in self.flops.items() if p == phase and family in (None, f))
@@ -72,7 +79,9 @@ class ModelCount:
                "by_op": self.by_op(), "no_formula": self.ops_without_formula(),
                "no_formula_calls": {f"{phase} {_shown(module)}: {op}": n
                                     for (phase, module, op), n in self.no_formula.items()},
-               "tensors": self.tensors, "fallback": self.fallback}
+               "tensors": self.tensors, "fallback": self.fallback,
+               "outside_aten_cpu_seconds": {f"{phase} {_shown(module)}": round(seconds, 3)
+                                            for (phase, module), seconds in self.outside_aten.items()}}
         if any(p == "backward" for p, *_ in self.flops) or any(p == "backward" for p, *_ in self.no_formula):
             doc.update(backward_flops=self.total("backward"), backward_by_family=self.by_family("backward"),
                        backward_by_module=self.by_module("backward", depth=depth),
@@ -107,9 +116,13 @@ def count_flops(model: nn.Module, *inputs, backward: bool = False, loss_fn: Call
     loss is `loss_fn(outputs)` (a scalar) or the sum of the floating outputs that require grad;
     the loss's own forward is not counted, its backward is. The model's train/eval mode is left
     as it is. `tensors`: "auto" (fake tensors, or the given ones where the model cannot run on
-    fake tensors), "fake" (fail instead) or "real". On real tensors a backward leaves gradients
-    in `.grad`, as any backward does; on fake tensors the model and inputs are not touched.
-    Tensors already fake or on the meta device are used as they are.
+    fake tensors), "fake" (fail instead) or "real". The model and inputs are left as they were:
+    fake tensors do not touch them, and after a run on real tensors the parameters, buffers
+    (running statistics) and every `.grad` get their values back. Tensors already fake or on the
+    meta device are used as they are. A `torch.compile`d model, or one with compiled parts, is
+    counted as the eager model (its compiled code runs eagerly while counted). CPU time spent
+    outside aten ops in long stretches (numpy, Python arithmetic) is not counted: it is named
+    in `outside_aten`, with a warning.
 
     >>> import torch
     >>> from bkprof import count_flops
@@ -122,14 +135,26 @@ def count_flops(model: nn.Module, *inputs, backward: bool = False, loss_fn: Call
 
     counts, kind, fallback = count_op_counts(model, inputs, kwargs, backward=backward, loss_fn=loss_fn,
                                              tensors=tensors)
-    return ModelCount(flops=counts.flops, no_formula=counts.missing, bytes=counts.bytes, tensors=kind,
-                      fallback=fallback, created_bytes=counts.created_bytes)
+    counted = ModelCount(flops=counts.flops, no_formula=counts.missing, bytes=counts.bytes, tensors=kind,
+                         fallback=fallback, created_bytes=counts.created_bytes, outside_aten=counts.outside_aten)
+    if counted.outside_aten:
+        warnings.warn(outside_aten_note(counted), stacklevel=2)
+    return counted
+
+
+def outside_aten_note(counted: ModelCount) -> str:
+    """One sentence on the CPU time spent outside aten ops, by module."""
+    where = ", ".join(f"{phase} {_shown(module)} {seconds * 1000:,.0f} ms"
+                      for (phase, module), seconds in counted.outside_aten.most_common())
+    return (f"CPU time with no aten op running ({where}): work outside aten (numpy, Python arithmetic, "
+            f"C extensions) is not counted")
 
 
 def count_op_counts(model: nn.Module, inputs: tuple, kwargs: dict, *, backward: bool, loss_fn: Callable | None,
                     tensors: str = "auto") -> tuple[OpCounts, str, str | None]:
     """The op counter's raw counts of one run (module None: work outside every module), what the
     model ran on, and why not on fake tensors."""
+    model = eager_module(model)
 
     def measure(run, inputs, kwargs) -> OpCounts:
         counter = OpCounter(model)
@@ -152,6 +177,8 @@ def torch_flop_counter(model: nn.Module, *inputs, backward: bool = False, loss_f
     and "backward": FLOPs with `backward`}. Its convention: 2 per multiply-accumulate, and only the
     ops in PyTorch's flop registry (matmul, conv, some attention kernels); every other op counts 0."""
     from torch.utils.flop_counter import FlopCounterMode
+
+    model = eager_module(model)
 
     def measure(run, inputs, kwargs) -> dict[str, int]:
         totals = {}
@@ -178,23 +205,98 @@ def _execute(model: nn.Module, inputs, kwargs, tensors: str, measure):
     "real", why not fake or None)."""
     if tensors not in TENSOR_KINDS:
         raise ValueError(f"tensors must be one of {', '.join(TENSOR_KINDS)}, got {tensors!r}")
+    model = eager_module(model)
+    with _eager_compiled_code():
+        return _execute_eagerly(model, inputs, kwargs, tensors, measure)
+
+
+def eager_module(model: nn.Module) -> nn.Module:
+    """The module a `torch.compile`d one wraps (`_orig_mod`), itself for any other module.
+
+    A compiled module is counted as the eager model it compiles: the same ops, the same FLOPs, and
+    module names without the `_orig_mod` prefix."""
+    while type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+        model = model._orig_mod
+    return model
+
+
+@contextmanager
+def _eager_compiled_code():
+    """Compiled code inside the model (a compiled submodule, a compiled function its forward calls)
+    runs eagerly while it is counted.
+
+    Left to Dynamo, compiled code traces into the counter's dispatch mode and Inductor's kernels run
+    on fake tensors without storage: the interpreter crashes (SIGSEGV). `force_eager` runs the
+    original Python code instead, so every op reaches the counter as in an eager run. Nothing can be
+    compiled unless torch._dynamo has been imported (torch.compile imports it), so it is not imported
+    here otherwise (about 2 s)."""
+    if "torch._dynamo" not in sys.modules:
+        yield
+        return
+    with torch.compiler.set_stance("force_eager"):
+        yield
+
+
+def _execute_eagerly(model: nn.Module, inputs, kwargs, tensors: str, measure):
     state = _tensors_of(model, inputs, kwargs)
     if any(t.is_meta for t in state):
         return measure(model, inputs, kwargs), "meta", None
     fake_mode = _fake_mode_of(state)
     if fake_mode is not None:
-        with fake_mode:
+        with fake_mode, quiet_fake_tensor_log():
             return measure(model, inputs, kwargs), "fake", None
     if tensors == "real":
-        return measure(model, inputs, kwargs), "real", None
+        with _unchanged(model, inputs, kwargs):
+            return measure(model, inputs, kwargs), "real", None
     try:
         fake_mode, run, fake_inputs, fake_kwargs = _fake_copy(model, inputs, kwargs)
-        with fake_mode:
+        with fake_mode, quiet_fake_tensor_log():
             return measure(run, fake_inputs, fake_kwargs), "fake", None
     except Exception as error:  # noqa: BLE001 - whatever fails on fake tensors runs on the real ones
         if tensors == "fake":
             raise
-        return measure(model, inputs, kwargs), "real", _first_line(error)
+        with _unchanged(model, inputs, kwargs):
+            return measure(model, inputs, kwargs), "real", _first_line(error)
+
+
+@contextmanager
+def _unchanged(model: nn.Module, inputs, kwargs):
+    """Run the model on its own tensors and leave it, and the inputs, as they were: parameters and
+    buffers (BatchNorm's running statistics, its batch counter) get their values back, and every
+    `.grad` its old value (None, or the gradient accumulated before). Costs one copy of each."""
+    named = dict(model.named_parameters(remove_duplicate=False))
+    named.update(model.named_buffers(remove_duplicate=False))
+    modules = dict(model.named_modules(remove_duplicate=False))
+    saved = {name: t.detach().clone() for name, t in named.items()}
+    leaves = [t for t in [*named.values(), *tree_leaves((inputs, kwargs))] if isinstance(t, torch.Tensor)]
+    grads = [(t, None if t.grad is None else t.grad.detach().clone()) for t in leaves if t.requires_grad]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, value in saved.items():
+                owner, _, attr = name.rpartition(".")
+                current = getattr(modules[owner], attr, None)
+                if isinstance(current, torch.Tensor) and current.shape == value.shape:
+                    current.copy_(value)
+                else:  # the forward replaced the tensor (a buffer reassigned): put the old one back
+                    setattr(modules[owner], attr, value)
+        for tensor, grad in grads:
+            tensor.grad = grad
+
+
+@contextmanager
+def quiet_fake_tensor_log():
+    """No log from torch's fake tensors while a model runs on them: when an op fails there (the
+    model does not fit its input, or reads a value), torch logs the error with its traceback at
+    ERROR level; the caller reports it, or falls back to real tensors, in one line of its own."""
+    logger = logging.getLogger("torch._subclasses.fake_tensor")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _first_line(error: Exception) -> str:

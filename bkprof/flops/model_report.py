@@ -1,8 +1,9 @@
 """`bkprof flops --model PKG.MODULE:FACTORY`: the count of a user's module as one JSON document.
 
 The factory is called, and the inputs made, on fake tensors (no storage), so a model of any size
-counts without its memory; where the factory cannot run on fake tensors (it loads weights, reads a
-value), it runs on real ones and the document says why. Beside bkprof's count: PyTorch's
+counts without its memory; where the factory or the model's forward cannot run on fake tensors (it
+loads weights, reads a value), they run on real ones and the document says why. A torch.compile'd
+module counts as the eager module it wraps. Beside bkprof's count: PyTorch's
 FlopCounterMode on the same run and fvcore (which traces real tensors, so it runs only when they fit
 in FVCORE_MEMORY_LIMIT). Bad input (a module that does not import, a missing attribute, a factory
 that raises, a malformed shape) is a ModelInputError with one line naming it.
@@ -21,10 +22,13 @@ from torch import nn
 from torch.utils._pytree import tree_leaves
 
 from bkprof.flops.fvcore_count import FvcoreCount, fvcore_analysis
-from bkprof.flops.model_count import ModelCount, count_flops, torch_flop_counter
+from bkprof.flops.model_count import (ModelCount, count_flops, eager_module, quiet_fake_tensor_log,
+                                      torch_flop_counter)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 FVCORE_MEMORY_LIMIT = 1 << 30  # fvcore traces real tensors: parameters, inputs and every activation
+# a model that fails on fake tensors is built again on real ones only if its parameters and inputs fit
+REAL_FALLBACK_LIMIT = 4 << 30
 
 
 class ModelInputError(ValueError):
@@ -147,7 +151,7 @@ def _build_on_fake_tensors(spec: ModelSpec, factory):
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     try:
-        with FakeTensorMode(allow_non_fake_inputs=True):
+        with FakeTensorMode(allow_non_fake_inputs=True), quiet_fake_tensor_log():
             return (*_build(spec, factory), None)
     except Exception as error:  # noqa: BLE001 - whatever fails on fake tensors is tried on real ones
         fallback = _one_line(error)
@@ -173,11 +177,23 @@ def model_report(spec: ModelSpec) -> dict:
     count (forward and, with backward, backward), PyTorch's and fvcore's, by family, module and op."""
     _check(spec)
     factory = _factory(spec)
-    built = _build_on_fake_tensors(spec, factory)
-    model, args, kwargs, built_real = built
+    model, args, kwargs, built_real = _build_on_fake_tensors(spec, factory)
+    model = eager_module(model)  # a torch.compile'd module counts as the eager one it wraps
     where = f"--model {spec.model!r} on {_describe(args, kwargs)}"
-    counted = _run(where, lambda: count_flops(model, *args, backward=spec.backward, **kwargs))
+    try:
+        counted = count_flops(model, *args, backward=spec.backward, **kwargs)
+    except Exception as error:  # noqa: BLE001 - on fake tensors: the model may read a value; try real ones
+        needed = _real_bytes(model, args, kwargs, None)
+        if built_real is not None or needed > REAL_FALLBACK_LIMIT:
+            raise ModelInputError(f"{where} raised {_one_line(error)}") from None
+        # the same fallback as the API's: the model and its inputs built again on real tensors
+        fallback = _one_line(error)
+        model, args, kwargs = _build(spec, factory)
+        model, built_real = eager_module(model), fallback
+        counted = _run(where, lambda: count_flops(model, *args, backward=spec.backward, **kwargs))
+        counted.fallback = counted.fallback or fallback
     theirs = _run(where, lambda: torch_flop_counter(model, *args, backward=spec.backward, **kwargs))
+    built = (model, args, kwargs, built_real)
     fv, fvcore_note = _fvcore(spec, factory, built, counted)
     doc = counted.as_dict(depth=spec.depth)
     doc.update(
@@ -200,8 +216,10 @@ def model_conventions(backward: bool) -> dict:
                  "complex results in real FLOPs",
         "torch_flop_counter": "PyTorch FlopCounterMode: FLOPs = 2 per multiply-accumulate, only matmul, conv and "
                               "the attention kernels in its registry; every other op counts 0",
-        "fvcore": "fvcore FlopCountAnalysis: MACs (1 per multiply-accumulate), forward only, matmul/linear/conv; "
-                  "ops without an fvcore handle count 0",
+        "fvcore": "fvcore FlopCountAnalysis, forward only: MACs (1 per multiply-accumulate) for matmul, linear, "
+                  "conv and einsum, plus its own per-element counts for batch/group/layer/instance norm, adaptive "
+                  "average pooling, bilinear and nearest upsampling and grid_sample; every other op counts 0 "
+                  "(listed as skipped)",
         "pass": "forward + backward (train mode, float inputs require grad)" if backward else "forward (eval mode)",
         "per": "the whole input (every batch element)",
     }
@@ -218,10 +236,11 @@ def _tensor_text(value) -> str:
     return type(value).__name__
 
 
-def _real_bytes(model: nn.Module, args, kwargs, counted: ModelCount) -> int:
-    """Parameters, buffers, inputs and every tensor the forward creates: what a real run would hold at most."""
+def _real_bytes(model: nn.Module, args, kwargs, counted: ModelCount | None) -> int:
+    """Parameters, buffers, inputs and every tensor the forward creates (when counted): what a real
+    run would hold at most."""
     tensors = [*model.parameters(), *model.buffers(), *(t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor))]
-    return sum(t.numel() * t.element_size() for t in tensors) + counted.created_bytes
+    return sum(t.numel() * t.element_size() for t in tensors) + (counted.created_bytes if counted else 0)
 
 
 def _fvcore(spec: ModelSpec, factory, built, counted: ModelCount) -> tuple[FvcoreCount | None, str | None]:
@@ -236,6 +255,7 @@ def _fvcore(spec: ModelSpec, factory, built, counted: ModelCount) -> tuple[Fvcor
     try:
         if built_real is None:  # built on fake tensors
             model, args, kwargs = _build(spec, factory)
+        model = eager_module(model)  # fvcore's jit trace of a compiled module would trace Dynamo
         return fvcore_analysis(model.eval(), args, kwargs), None
     except Exception as error:  # noqa: BLE001 - fvcore's trace fails on some models: say so, keep the rest
         return None, f"not run: fvcore failed: {_one_line(error)}"

@@ -22,17 +22,27 @@ def totals_table(doc: dict) -> Table:
         {"counter": "PyTorch FlopCounterMode", "unit": "FLOPs", "forward": m["torch_flop_counter"],
          "backward": m.get("torch_flop_counter_backward"), "covers": "matmul, conv, its attention kernels"},
         {"counter": "fvcore", "unit": "MACs", "forward": m["fvcore_macs"], "backward": None,
-         "covers": m["fvcore_note"] or f"matmul/linear/conv; {sum(m['fvcore_unsupported'].values())} op calls skipped"},
+         "covers": m["fvcore_note"] or (f"matmul, conv (MACs); norms, pooling, upsampling (its own); "
+                                        f"{sum(m['fvcore_unsupported'].values())} op calls skipped")},
     ]
     frame = pd.DataFrame(rows)
     if not backward:
         frame = frame.drop(columns=["backward"])
     tensors = {"fake": "fake tensors (no storage)", "meta": "meta tensors", "real": "real tensors"}[m["tensors"]]
-    built = f" Built on real tensors: {m['built_on_real_tensors']}." if m["built_on_real_tensors"] else ""
-    fallback = f" Counted on real tensors: {m['fallback']}." if m["fallback"] else ""
+    built = m["built_on_real_tensors"]
+    fallback = f" Counted on real tensors (it cannot run on fake ones): {m['fallback']}." if m["fallback"] else ""
+    built = f" Built on real tensors: {built}." if built and built != m["fallback"] else ""
     return Table(f"FLOPs of {m['factory']} on {m['inputs']}", frame, {"forward": "{:,.0f}", "backward": "{:,.0f}"},
                  caption=f"{conv['pass']}; {conv['per']}; counted on {tensors}; {m['parameters']:,} parameters. "
-                         f"FLOPs: 2 per multiply-accumulate; MACs: 1.{built}{fallback}")
+                         f"FLOPs: 2 per multiply-accumulate; MACs: 1.{built}{fallback}{_outside_aten(m)}")
+
+
+def _outside_aten(m: dict) -> str:
+    spent = m.get("outside_aten_cpu_seconds") or {}
+    if not spent:
+        return ""
+    where = ", ".join(f"{key} {seconds * 1000:,.0f} ms" for key, seconds in spent.items())
+    return f" Not counted: CPU time with no aten op running ({where}), work outside aten (numpy, Python arithmetic)."
 
 
 def families_table(doc: dict) -> Table:

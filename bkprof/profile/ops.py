@@ -8,6 +8,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from bkprof._torch_helpers import quiet_native_stderr
+
 # Profiled runs per row: enough to average out one-off costs, few enough that the profiler's
 # own overhead (it records every op) stays a small part of the command's time.
 PROFILED_RUNS = 3
@@ -25,7 +27,7 @@ def profile_ops(step: Callable[[Any], Any], inputs: Sequence[Any], device: torch
 
     on_cuda = torch.device(device).type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
-    with profile(activities=activities, profile_memory=True) as prof:
+    with quiet_native_stderr(), profile(activities=activities, profile_memory=True) as prof:
         for i in range(PROFILED_RUNS):
             step(inputs[i % len(inputs)])
         if on_cuda:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from bkprof import machine
 from bkprof.profile.memory import CPU_MEMORY_NOTE
 from bkprof.profile.breakdown import DERIVED_COLUMNS, component_tables, with_rates
 from bkprof.profile.ops import PROFILED_RUNS
@@ -47,7 +48,8 @@ COMPONENTS_METHOD = ("record_function ranges bkprof/<component> around each comp
 
 
 def environment(device: torch.device, backend: str) -> dict:
-    """What ran the measurement: the device, the resolved BK-Core backend, library versions."""
+    """What ran the measurement: the device, the resolved BK-Core backend, library versions, the
+    cores, torch's CPU threads and the load average when it began."""
     device = torch.device(device)
     on_cuda = device.type == "cuda"
     return {
@@ -57,6 +59,8 @@ def environment(device: torch.device, backend: str) -> dict:
         "torch": torch.__version__,
         "cuda": torch.version.cuda if on_cuda else None,
         "cpu_threads": torch.get_num_threads(),
+        "cores": machine.cores(),
+        "load_average_1m": machine.load_average(),
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32 if on_cuda else None,
     }
 
@@ -142,7 +146,17 @@ def _results_table(results, payload: dict) -> Table:
                                                   if roof.get("copy_bytes_per_s") else "") + ".")
     if env["device"] != "cuda":
         caption += f" peak MiB: {how['memory']}."
+    caption += _load_text(env)
     return Table(f"bkprof profile ({env['device']})", frame, formats, caption)
+
+
+def _load_text(env: dict) -> str:
+    """Threads, cores and the load when the run began (older documents have none of these)."""
+    if env.get("cores") is None:
+        return ""
+    load = env.get("load_average_1m")
+    return (f" {env['cpu_threads']} torch CPU threads on {env['cores']} cores"
+            + (f", load average {load:.2f} at the start" if load is not None else "") + ".")
 
 
 def _ops_table(key: str, ops: list[dict], payload: dict) -> Table:

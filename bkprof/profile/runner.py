@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from bkprof import machine
 from bkprof.flops.counter import count_flops
 from bkprof.profile.components import ComponentRanges, attribute, breakdown, live_bytes
 from bkprof.profile.memory import MIB, PeakMemory, is_out_of_memory, release
@@ -41,7 +42,10 @@ COLUMNS = {
     "bk_core_graph_ms": "--graphs: the same for the BK-Core alone",
     "bk_core_graph_share": "--graphs: bk_core_graph_ms / graph_ms, the BK-Core's share of the step's device time "
                            "(graph replays carry no host launch time, which the eager share includes)",
-    "note": "why a column is empty",
+    "others_busy_cores": "CPU time other processes used while the row was measured, in cores (all processes' CPU "
+                         "time from /proc/stat less this process's own); above 0.5 the row's note marks the machine "
+                         "busy: on a shared CPU a step can run many times slower",
+    "note": "why a column is empty, or that the machine was busy",
 }
 
 TEXT_COLUMNS = ("variant", "mode", "status", "note")
@@ -104,7 +108,9 @@ def profile_variants(config: LayerConfig, variants: Sequence[str], settings: Pro
         for mode in settings.modes:
             if on_row is not None:
                 on_row(name, mode)
+            before = machine.sample()
             row, extras = _profile_row(name, config, mode, settings, timer)
+            _mark_load(row, machine.others_busy_cores(before, machine.sample()))
             rows.append(row)
             if extras.get("ops") is not None:
                 ops[f"{name}/{mode}"] = extras["ops"]
@@ -124,6 +130,12 @@ class _Row(dict):
 
     def add_note(self, text: str) -> None:
         self["note"] = "; ".join(filter(None, [self["note"], text]))
+
+
+def _mark_load(row: dict, others: float | None) -> None:
+    row["others_busy_cores"] = others
+    if machine.is_busy(others):
+        row["note"] = "; ".join(filter(None, [row["note"], machine.busy_note(others)]))
 
 
 def _profile_row(name, config, mode, settings, timer) -> tuple[dict, dict]:
