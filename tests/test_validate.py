@@ -422,6 +422,20 @@ def test_the_committed_runs_report_without_torch(tmp_path):
     assert json.loads(out.read_text())["runs"] == []
 
 
+def test_the_report_cache_keys_on_the_sources_and_drops_stale_entries(tmp_path):
+    from bkprof.validate.cache import ReportCache, code_fingerprint
+
+    current = code_fingerprint("baselines")
+    (tmp_path / "r.jsonl.cache.json").write_text(json.dumps({"baselines": {"0000:x": 1, f"{current}:y": 2}}))
+    cache = ReportCache.beside(tmp_path / "r.jsonl")
+    calls = []
+    assert cache.get("baselines", "y", lambda: calls.append(1)) == 2 and calls == []   # a hit computes nothing
+    assert cache.get("baselines", "x", lambda: 5) == 5          # computed by other sources: a miss
+    cache.save()
+    kept = json.loads((tmp_path / "r.jsonl.cache.json").read_text())["baselines"]
+    assert kept == {f"{current}:y": 2, f"{current}:x": 5}
+
+
 @pytest.mark.parametrize("option, value, message", [
     ("--sparsity", "1.2", "sparsity must be in [0, 1), got 1.2"),
     ("--tokens", "0", "--tokens must be a positive integer, got 0"),

@@ -79,5 +79,9 @@ class ReportCache:
 
     def save(self) -> None:
         if self.changed:
+            # entries of older sources can never hit again: dropped, so the file does not grow with every change
+            for kind, table in self.data.items():
+                current = code_fingerprint(kind) + ":" if kind in SOURCES else ""
+                self.data[kind] = {k: v for k, v in table.items() if k.startswith(current)}
             write_atomic(self.path, json.dumps(self.data, sort_keys=True, indent=1) + "\n")
             self.changed = False
