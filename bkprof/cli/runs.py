@@ -36,10 +36,11 @@ def checked_grid_fits(plan) -> None:
     from bkprof.sizes import check_training_fits
     from bkprof.validate.grid import plan_runs
 
-    settings = [(spec.variant, spec.layer_config(plan.recipe))
-                for spec in plan_runs(plan.variants, plan.sparsities, plan.downsamples, 1)]
-    for device in dict.fromkeys(plan.devices):
-        check_training_fits(settings, plan.recipe.batch, plan.recipe.layers, plan.jobs_per_device, device)
+    for recipe in plan.recipes():
+        settings = [(spec.variant, spec.layer_config(recipe))
+                    for spec in plan_runs(plan.variants, plan.sparsities, plan.downsamples, 1)]
+        for device in dict.fromkeys(plan.devices):
+            check_training_fits(settings, recipe.batch, recipe.layers, plan.jobs_per_device, device)
 
 
 @contextlib.contextmanager

@@ -91,19 +91,22 @@ class Vocabulary:
     def mask_id(self) -> int:
         return len(self.itos) - 1
 
+    def ids(self, text_words: list[str]) -> list[int]:
+        index = {w: i for i, w in enumerate(self.itos[:-1])}
+        unk = index[UNK]
+        return [index.get(w, unk) for w in text_words]
+
     def encode(self, text_words: list[str]):
         import torch
 
-        index = {w: i for i, w in enumerate(self.itos[:-1])}
-        unk = index[UNK]
-        return torch.tensor([index.get(w, unk) for w in text_words], dtype=torch.long)
+        return torch.tensor(self.ids(text_words), dtype=torch.long)
 
 
 @dataclass(frozen=True)
 class Corpus:
     files: CorpusFiles
     vocab: Vocabulary
-    train: "object"   # LongTensor of token ids
+    train: "object"   # LongTensor of token ids (a list of ids when loaded without torch)
     test: "object"
     fingerprint: str  # sha256 of both files' bytes: runs on different text never mix on --resume
     test_whole: int | None = None  # the whole test text's tokens, where --test-tokens kept fewer
@@ -119,7 +122,8 @@ class Corpus:
 MIN_TRAIN_WORDS, MIN_TEST_WORDS = 100, 2  # below these the baselines and the scoring have nothing to work on
 
 
-def load_corpus(folder: str | Path | None = None) -> Corpus:
+def load_corpus(folder: str | Path | None = None, tensors: bool = True) -> Corpus:
+    """The corpus; `tensors=False` keeps the token ids as lists (no torch: what a report needs)."""
     files = corpus_files(folder)
     digest = hashlib.sha256()
     texts = []
@@ -135,4 +139,5 @@ def load_corpus(folder: str | Path | None = None) -> Corpus:
         if len(found) < least:  # the count baselines hold out part of the text; a model needs sequences
             raise ValueError(f"--corpus: {path} has {len(found)} words (line ends included); at least {least} are needed")
     vocab = Vocabulary.from_words(train_words)
-    return Corpus(files, vocab, vocab.encode(train_words), vocab.encode(test_words), digest.hexdigest())
+    encode = vocab.encode if tensors else vocab.ids
+    return Corpus(files, vocab, encode(train_words), encode(test_words), digest.hexdigest())
