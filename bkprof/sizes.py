@@ -153,3 +153,24 @@ def check_fits(variants, config, batch: int, modes, device) -> None:
                     f"{variant} ({mode}) at batch={batch}, n_seq={config.n_seq}, d_model={config.d_model}, "
                     f"experts={config.num_experts} needs an estimated {needed / GIB:,.2f} GiB, more than the "
                     f"{limit / GIB:,.2f} GiB {source}; lower --batch, --n-seq, --d-model or --experts")
+
+
+# `bkprof validate`'s counts: each seed is a whole training run, each job a process with its own
+# copy of the corpus and model, each layer a residual block; past these it is a typo, not a plan.
+MAX_SEEDS = 1_000
+MAX_LAYERS = 1_000
+MAX_JOBS = 256
+
+
+def check_training_fits(layers_of: list[tuple[str, object]], batch: int, layers: int, jobs: int, device) -> None:
+    """TooLarge when `jobs` concurrent training runs of `layers` blocks of any (variant, LayerConfig)
+    cannot fit on `device`: one train step's estimate of one block times the blocks and the jobs
+    (the embedding and the head come on top, so this errs low; it catches sizes off by orders of magnitude)."""
+    limit, source = memory_limit(device)
+    for variant, config in layers_of:
+        needed = step_bytes(variant, config, batch, train=True) * layers * jobs
+        if needed > limit:
+            raise TooLarge(
+                f"{variant} training at batch={batch}, n_seq={config.n_seq}, d_model={config.d_model}, "
+                f"{layers} layer(s), {jobs} job(s) at once needs an estimated {needed / GIB:,.2f} GiB, more than the "
+                f"{limit / GIB:,.2f} GiB {source}; lower --batch, --n-seq, --d-model, --layers or --jobs-per-device")

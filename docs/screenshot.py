@@ -1,7 +1,7 @@
 """Regenerate docs/report.png, the README's picture of a `bkprof report` page.
 
-It runs the README's command (the committed validate and profile documents of the H200 runs) into a
-scratch folder, opens the page in headless Chromium (Debian's `chromium`, driven by playwright, as
+It runs the README's commands (`bkprof flops` at the published configuration, then the page of its
+document and the committed H200 profile) in a scratch folder, opens the page in headless Chromium (Debian's `chromium`, driven by playwright, as
 the tests do) and keeps the top of it, light scheme, 1200 x 900 CSS pixels, in 256 colours.
 
     python docs/screenshot.py
@@ -10,13 +10,14 @@ the tests do) and keeps the top of it, light scheme, 1200 x 900 CSS pixels, in 2
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-INPUTS = ["reports/validate/H200-2026-12-02/validate.json", "reports/profile/H200-2026-12-02/profile-H200-defaults.json"]
+INPUTS = ["flops.json", "reports/profile/H200-2026-12-02/profile-H200-defaults.json"]
 OUTPUT = ROOT / "docs" / "report.png"
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -29,8 +30,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bkprof-screenshot-") as scratch:
         page = Path(scratch) / "report.html"
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        subprocess.run([sys.executable, "-m", "bkprof", "report", *INPUTS, "--output", str(page)], cwd=ROOT, env=env,
-                       check=True)
+        # the README's relative paths, so the page names its inputs as the README's command does
+        for name in INPUTS[1:]:
+            (Path(scratch) / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / name, Path(scratch) / name)
+        for args in (["flops", "--format", "json", "--output", "flops.json"], ["report", *INPUTS, "--output", str(page)]):
+            subprocess.run([sys.executable, "-m", "bkprof", *args], cwd=scratch, env=env, check=True)
         with sync_playwright() as playwright:
             context = playwright.chromium.launch_persistent_context(
                 str(Path(scratch) / "user-data"), executable_path=CHROMIUM, args=ARGS, headless=True, offline=True,

@@ -15,3 +15,30 @@ settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True
                           phases=[Phase.explicit, Phase.reuse, Phase.generate])
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+def _separate_stderr_on_old_click() -> None:
+    """The tests read stdout and stderr apart and `output` as both, as click >= 8.2's CliRunner gives
+    them; click 8.1 (what the oldest typer pyproject allows runs on, tested by .ci/run) mixes stderr
+    into stdout unless told, and its `output` is stdout alone."""
+    import inspect
+
+    import typer.testing
+
+    try:
+        import click.testing  # newer typer vendors its own click and installs none
+    except ImportError:
+        return
+    if "mix_stderr" not in inspect.signature(click.testing.CliRunner.__init__).parameters:
+        return
+
+    class SeparateStderr(typer.testing.CliRunner):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("mix_stderr", False)
+            super().__init__(*args, **kwargs)
+
+    typer.testing.CliRunner = SeparateStderr
+    click.testing.Result.output = property(lambda result: result.stdout + result.stderr)
+
+
+_separate_stderr_on_old_click()

@@ -141,3 +141,14 @@ def test_readme_test_command_is_what_ci_runs():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     command = next(line for line in readme.splitlines() if "pytest" in line and "pip install" in line)
     assert f"pip install {packages}" in command and command.endswith(tests.strip()), (command, install, tests)
+
+
+def test_architecture_names_every_package_and_top_level_module():
+    """docs/architecture.md describes the house as it is: each package (and each module at the top of
+    bkprof/) is named there, so a new one cannot arrive unexplained."""
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "docs" / "architecture.md").read_text(encoding="utf-8")
+    package = root / "bkprof"
+    parts = [f"bkprof/{p.name}/" for p in package.iterdir() if p.is_dir() and not p.name.startswith("__")]
+    parts += [f"bkprof/{p.name}" for p in package.glob("*.py") if p.name not in ("__main__.py",)]
+    assert [p for p in sorted(parts) + ["benchmarks/"] if p not in text] == []

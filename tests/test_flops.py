@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from bkprof.flops import analytic_flops, published_accounting
 from bkprof.flops.analytic import analytic_family_totals, forward_families
-from bkprof.flops.counter import count_flops
+from bkprof.flops.counter import count_layer_flops
 from bkprof.flops.fvcore_count import fvcore_count
 from bkprof.flops.report import flops_report
 from bkprof.variants import VARIANTS, LayerConfig, build
@@ -44,7 +44,7 @@ def _counted_by_component(result, phase="forward"):
 @given(configs())
 def test_analytic_equals_counted_forward_per_component(name, case):
     config, batch = case
-    result = count_flops(build(name, config), torch.randn(batch, config.n_seq, config.d_model))
+    result = count_layer_flops(build(name, config), torch.randn(batch, config.n_seq, config.d_model))
     assert not result.missing
     analytic = {k: {f: v for f, v in fam.items() if v} for k, fam in forward_families(name, config, batch=batch).items()}
     assert _counted_by_component(result) == {k: v for k, v in analytic.items() if v}
@@ -57,7 +57,7 @@ def test_analytic_equals_counted_forward_per_component(name, case):
 def test_backward_matmul_exact_and_total_within_two_percent(name, case):
     """Autograd's elementwise work is estimated (2x forward); matmuls must dominate for 2 %: d, N/f >= 16."""
     config, batch = case
-    result = count_flops(build(name, config), torch.randn(batch, config.n_seq, config.d_model), backward=True)
+    result = count_layer_flops(build(name, config), torch.randn(batch, config.n_seq, config.d_model), backward=True)
     assert not result.missing
     families = analytic_family_totals(name, config, batch=batch, backward=True)
     assert result.total(family="matmul") == families["matmul"]
@@ -79,7 +79,7 @@ def test_backward_ratios_estimate_the_non_matmul_backward_within_12_percent(name
     everything but the matmuls is compared. Measured when written: analytic/counted 0.91-1.09 over
     the four variants at these and similar configs (per family the estimate is further off, e.g.
     the counter files a bias gradient under reduction)."""
-    result = count_flops(build(name, config), torch.randn(2, config.n_seq, config.d_model), backward=True)
+    result = count_layer_flops(build(name, config), torch.randn(2, config.n_seq, config.d_model), backward=True)
     analytic = analytic_flops(name, config, batch=2, backward=True)
     analytic -= analytic_family_totals(name, config, batch=2, backward=True)["matmul"]
     counted = result.total() - result.total(family="matmul")
@@ -90,11 +90,11 @@ def test_backward_ratios_estimate_the_non_matmul_backward_within_12_percent(name
 def test_counts_are_the_same_under_no_grad_and_inference_mode(name):
     config = LayerConfig(d_model=16, n_seq=24, sparsity=0.5)
     x = torch.randn(2, 24, 16)
-    plain = _counted_by_component(count_flops(build(name, config), x))
+    plain = _counted_by_component(count_layer_flops(build(name, config), x))
     with torch.no_grad():
-        no_grad = _counted_by_component(count_flops(build(name, config), x))
+        no_grad = _counted_by_component(count_layer_flops(build(name, config), x))
     with torch.inference_mode():
-        inference = _counted_by_component(count_flops(build(name, config), x))
+        inference = _counted_by_component(count_layer_flops(build(name, config), x))
     assert plain == no_grad == inference
 
 
@@ -169,7 +169,7 @@ def _triton_on_cuda() -> bool:
 def test_triton_kernel_is_counted_by_its_own_formula(name):
     """An opaque kernel counts 0 in a dispatch-level counter unless its custom op carries a formula."""
     config = LayerConfig(d_model=32, n_seq=1024, backend="triton")
-    result = count_flops(build(name, config).cuda(), torch.randn(2, 1024, 32, device="cuda"))
+    result = count_layer_flops(build(name, config).cuda(), torch.randn(2, 1024, 32, device="cuda"))
     assert not result.missing
     assert result.by_component()["bk_core"] == sum(forward_families(name, config, batch=2, device="cuda")["bk_core"].values())
     assert result.total() == analytic_flops(name, config, batch=2, device="cuda")

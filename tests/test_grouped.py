@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bkprof.flops.counter import count_flops
+from bkprof.flops.counter import count_layer_flops
 from bkprof.variants import LayerConfig, build
 from bkprof.variants import grouped
 from bkprof.variants.dense import MoEFFN
@@ -94,7 +94,7 @@ def test_counted_flops_follow_the_formula():
     """Forward 2·R·in·out + R·out bias adds; backward: grad_x, grad_weight 2·R·in·out each, grad_bias R·out."""
     x, ends, weight, bias = _case([5, 0, 6], fan_in=12, fan_out=10)
     layer = _GroupedLayer(ends, weight, bias)
-    result = count_flops(layer, x, backward=True)
+    result = count_layer_flops(layer, x, backward=True)
     rows = x.shape[0]
     assert not result.missing
     assert result.flops[("forward", "residual", "matmul", "bkprof.grouped_linear")] == matmul_flops(rows, 12, 10)
@@ -106,7 +106,7 @@ def test_counted_flops_follow_the_formula():
 
 
 class _GroupedLayer(torch.nn.Module):
-    """One grouped linear as a module returning (out, stats), the shape `count_flops` runs."""
+    """One grouped linear as a module returning (out, stats), the shape `count_layer_flops` runs."""
 
     def __init__(self, ends, weight, bias):
         super().__init__()
@@ -236,8 +236,8 @@ def test_moe_on_cuda_is_counted_like_on_cpu():
     # no dropout: on CUDA train-mode dropout is aten.native_dropout, which the registry does not know
     config = LayerConfig(d_model=32, n_seq=64, num_experts=4, top_k=2, dropout=0.0)
     x = torch.randn(2, 64, 32)
-    on_cpu = count_flops(_MoEOnly(config), x, backward=True)
-    on_gpu = count_flops(_MoEOnly(config).cuda(), x.cuda(), backward=True)
+    on_cpu = count_layer_flops(_MoEOnly(config), x, backward=True)
+    on_gpu = count_layer_flops(_MoEOnly(config).cuda(), x.cuda(), backward=True)
     assert not on_gpu.missing
     assert on_gpu.flops == on_cpu.flops
 

@@ -212,3 +212,18 @@ def test_profile_traces_are_one_set_with_a_manifest(tmp_path):
     assert sorted(p.name for p in traces.iterdir()) == [MANIFEST, "dense-forward.json"]
     assert json.loads((traces / MANIFEST).read_text())["config"]["variants"] == ["dense"]
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("args", [
+    # what the fuzz test found: the report file where a folder of the same command goes
+    ["profile", "--device", "cpu", "--variant", "dense", "--mode", "forward", "--d-model", "8", "--n-seq", "8",
+     "--experts", "2", "--batch", "1", "--runs", "1", "--warmup", "0", "--no-components",
+     "--trace", "{d}/new.json", "--output", "{d}/new.json"],
+    ["sweep", "--n-seq", "256", "--output", "{d}/x.json", "--output-dir", "{d}/x.json"],
+    ["sweep", "--n-seq", "256", "--output", "{d}/set/report.json", "--output-dir", "{d}/set"],
+])
+def test_a_report_file_overlapping_an_output_folder_is_refused_before_the_work(tmp_path, args):
+    result = runner.invoke(app, [a.format(d=tmp_path) for a in args])
+    assert result.exit_code == 2
+    assert "overlap: give the report file and the folder different places" in result.stderr
+    assert list(tmp_path.iterdir()) == []

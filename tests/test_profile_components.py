@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from bkprof.flops.counter import count_flops
+from bkprof.flops.counter import count_layer_flops
 from bkprof.profile.breakdown import with_rates
 from bkprof.profile.components import ComponentRanges, attribute, step_range
 from bkprof.profile.peaks import DATASHEET, Roof, cpu_fp32_estimate, datasheet_entry, roof_for
@@ -123,7 +123,7 @@ def _family_by_component(result, phase, family):
 
 @pytest.mark.parametrize("name", ["dense", "combined"])
 def test_backward_matmuls_land_on_the_component_that_ran_them_forward(name):
-    result = count_flops(build(name, SMALL), torch.randn(2, 32, 16), backward=True)
+    result = count_layer_flops(build(name, SMALL), torch.randn(2, 32, 16), backward=True)
     forward = _family_by_component(result, "forward", "matmul")
     backward = _family_by_component(result, "backward", "matmul")
     # every matmul here has both grad_input and grad_weight (the input requires grad): 2 x the forward
@@ -280,7 +280,7 @@ def test_a_backward_that_runs_autograd_counts_for_its_own_component():
     # the 120 ms sleep runs in a node created inside bk_core's backward: it is bk_core's backward
     assert ms[("backward", "bk_core")] >= 119
     assert ms.get(("backward", "loss"), 0) < 100 and ms.get(("backward", "refine"), 0) < 100
-    counted = count_flops(_ToyRecompute(), torch.randn(64), backward=True)
+    counted = count_layer_flops(_ToyRecompute(), torch.randn(64), backward=True)
     # the recomputation's multiplies (x * 2 and the gradient's * 2 and * 1: 64 each) are bk_core's backward
     assert counted.by_component("backward").get("bk_core", 0) >= 2 * 64
     assert counted.by_component("backward").get("residual", 0) == 0

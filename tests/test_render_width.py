@@ -218,3 +218,21 @@ def test_measured_commands_at_every_width():
             text = invoke(args, width)
             assert box_rows(text), text
             assert_readable(text, width)
+
+
+def test_a_narrow_terminal_keeps_the_essential_columns_and_names_the_rest():
+    import pandas as pd
+
+    from bkprof.report import Table
+    from bkprof.report.render import render_text
+
+    frame = pd.DataFrame({"name": ["alpha", "beta"], "time ms": [1.5, 2.25],
+                          **{f"extra column {i}": ["wide value number one", "wide value number two"] for i in range(6)}})
+    table = Table("t", frame, {"time ms": "{:.2f}"}, "A caption.", essential=("name", "time ms"))
+    text = render_text(Report({}, [table], table), width=40)
+    lines = text.splitlines()
+    # one line per row in a 2-column table, not a record view of 8 "field | value" lines per row
+    assert [line.count("│") for line in lines if "alpha" in line or "beta" in line] == [3, 3]
+    assert all(len(line.rstrip()) <= 40 for line in lines)
+    assert "extra column 0" in " ".join(lines) and "Left out at this width" in " ".join(lines)
+    assert "2.25" in text and "wide value" not in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,7 +17,10 @@ from bkprof.validate.corpus import EOS, MASK, UNK, Vocabulary, bundled_folder, c
 from bkprof.validate.cost import train_flops_per_token
 from bkprof.validate.model import LanguageModel
 from bkprof.validate.objective import eval_plan
-from bkprof.validate.summary import summarise
+from bkprof.validate import stats
+from bkprof.validate.grid import identity
+from bkprof.validate.runner import Plan, planned_runs, planned_settings
+from bkprof.validate.summary import comparisons, summarise, verdicts
 from bkprof.validate.train import Recipe, RunSpec
 from bkprof.variants import LayerConfig
 
@@ -125,23 +129,197 @@ def test_head_flops_by_hand():
     assert cost["ops_without_formula"] == {}
 
 
-def test_summary_pairs_seeds_by_hand():
-    runs = [{"variant": "dense", "sparsity": None, "downsample": None, "seed": s, "test_ppl": p,
-             "train_flops_per_token": 100.0, "blocks_train_flops_per_token": 40.0} for s, p in ((0, 100.0), (1, 200.0))]
-    runs += [{"variant": "sparse", "sparsity": 0.6, "downsample": None, "seed": s, "test_ppl": p,
-              "train_flops_per_token": 150.0, "blocks_train_flops_per_token": 90.0} for s, p in ((0, 102.0), (1, 208.0))]
-    sparse = next(r for r in summarise(runs) if r["variant"] == "sparse")
-    # per seed: 102/100 - 1 = 0.02, 208/200 - 1 = 0.04; mean 0.03; means 155 against 150
-    assert sparse["ppl_vs_dense_paired"]["mean"] == pytest.approx(0.03)
+def _run(variant, seed, ppl, d=32, flops=100.0, sparsity=None, downsample=None, lr=0.003):
+    return {"variant": variant, "sparsity": sparsity, "downsample": downsample, "seed": seed, "test_ppl": ppl,
+            "d_model": d, "lr": lr, "train_flops_per_token": flops, "blocks_train_flops_per_token": flops / 2}
+
+
+def test_summary_against_dense_of_the_same_width_by_hand():
+    # (changed on purpose: the paired-by-seed change and its 2-SEM rule gave way to the Welch interval)
+    runs = [_run("dense", s, p) for s, p in ((0, 100.0), (1, 200.0))]
+    runs += [_run("sparse", s, p, flops=150.0, sparsity=0.6) for s, p in ((0, 102.0), (1, 208.0))]
+    runs += [_run("dense", 0, 50.0, d=64, flops=400.0)]
+    rows = summarise(runs)
+    sparse = next(r for r in rows if r["variant"] == "sparse")
+    # means 155 against 150 at d = 32 (dense at d = 64 is another width); FLOPs 150 / 100, blocks 75 / 50
     assert sparse["ppl_vs_dense"] == pytest.approx(155 / 150 - 1)
-    assert sparse["flops_vs_dense"] == pytest.approx(1.5) and sparse["blocks_flops_vs_dense"] == pytest.approx(2.25)
+    assert sparse["flops_vs_dense"] == pytest.approx(1.5) and sparse["blocks_flops_vs_dense"] == pytest.approx(1.5)
+    assert sparse["role"] == "variant" and sparse["test_ppl_cv"] == pytest.approx(math.sqrt(2 * 53 ** 2) / 155)
+    assert [r["d_model"] for r in rows if r["variant"] == "dense"] == [32, 64]
 
 
-def _validate(tiny, tmp_path, *extra, variants=("dense", "sparse")):
+def test_t_quantiles_match_the_tables():
+    # Student t, 0.975 quantile, from printed tables: df 1 12.706, 2 4.303, 4 2.776, 10 2.228, 30 2.042, inf 1.960
+    for df, value in ((1, 12.7062), (2, 4.3027), (4, 2.7764), (10, 2.2281), (30, 2.0423), (1e9, 1.9600)):
+        assert stats.t_quantile(0.975, df) == pytest.approx(value, abs=1e-4)
+
+
+def test_equal_compute_interval_by_hand():
+    # The variant's curve: FLOPs 100 (log PPL over 3 seeds 1, 2, 3: mean 2, variance 1) and 400 (3, 4, 5: mean 4,
+    # variance 1); the reference at FLOPs 200 (1.5, 2.5, 3.5: mean 2.5, variance 1).
+    # t = (ln 200 - ln 100) / (ln 400 - ln 100) = ln 2 / ln 4 = 0.5 -> estimate 0.5 * 2 + 0.5 * 4 = 3, D = 0.5.
+    # Var D = 0.25 * 1/3 + 0.25 * 1/3 + 1 * 1/3 = 0.5; each term's c^2 s^2 / n: 1/12, 1/12, 1/3;
+    # df = 0.5^2 / ((1/12)^2 / 2 + (1/12)^2 / 2 + (1/3)^2 / 2) = 0.25 / (1/288 + 1/288 + 16/288) = 4.
+    # t_{0.975, 4} = 2.776445 (tables); half-width 2.776445 * sqrt(0.5) = 1.963243.
+    curve = [(100.0, stats.Mean.of([1.0, 2.0, 3.0])), (400.0, stats.Mean.of([3.0, 4.0, 5.0]))]
+    got = stats.change(curve, 200.0, stats.Mean.of([1.5, 2.5, 3.5]))
+    assert got["weights"] == pytest.approx([0.5, 0.5])
+    assert got["df"] == pytest.approx(4.0)
+    assert got["change"] == pytest.approx(math.exp(0.5) - 1)
+    assert got["low"] == pytest.approx(math.exp(0.5 - 1.963243) - 1, rel=1e-5)
+    assert got["high"] == pytest.approx(math.exp(0.5 + 1.963243) - 1, rel=1e-5)
+    # outside the curve: no extrapolation; at a curve point: that point alone
+    assert stats.change(curve, 800.0, stats.Mean.of([1.0, 2.0])) is None
+    assert stats.change(curve, 400.0, stats.Mean.of([3.0, 5.0]))["weights"] == [1.0]
+
+
+def test_verdicts_are_holds_fails_or_undecided():
+    # limit +3 %: an interval wholly below holds, wholly above fails, across it (or missing) is undecided
+    assert stats.verdict(-0.10, 0.02, 0.03) == "holds"
+    assert stats.verdict(0.04, 0.20, 0.03) == "fails"
+    assert stats.verdict(-0.10, 0.05, 0.03) == "undecided"
+    assert stats.verdict(None, None, 0.03) == "undecided"
+
+
+def test_claims_are_judged_against_dense_and_the_control_at_equal_compute():
+    # dense and the control at d = 32 and 64, sparse 0.6 at d = 32 and 64, three seeds each
+    runs = []
+    for seed, jitter in enumerate((-0.01, 0.0, 0.01)):
+        for d, flops, dense, sparse, control in ((32, 100.0, 5.0, 4.5, 5.2), (64, 400.0, 4.0, 3.8, 4.1)):
+            runs += [_run("dense", seed, math.exp(dense + jitter), d=d, flops=flops),
+                     _run("sparse", seed, math.exp(sparse + jitter), d=d, flops=2 * flops, sparsity=0.6),
+                     _run("sparse", seed, math.exp(control + jitter), d=d, flops=2 * flops, sparsity=0.0)]
+    rows = summarise(runs)
+    assert {r["role"] for r in rows if r["variant"] == "sparse"} == {"variant", "control"}
+    compared = comparisons(rows)
+    # sparse 0.6 at dense d = 64's FLOPs (400): its own curve runs 200 (d = 32) .. 800 (d = 64);
+    # t = ln(400/200) / ln(800/200) = 0.5 -> log PPL 0.5 * 4.5 + 0.5 * 3.8 = 4.15 against 4.0: +16.2 %
+    at = next(c for c in compared if c["reference"] == "dense" and c["at"] == "equal compute"
+              and c["reference_d_model"] == 64 and c["sparsity"] == 0.6)
+    assert at["change"] == pytest.approx(math.exp(0.15) - 1) and at["low"] > 0.03
+    # dense d = 32's FLOPs (100) lie below the curve: undecided, never extrapolated
+    below = next(c for c in compared if c["reference"] == "dense" and c["at"] == "equal compute"
+                 and c["reference_d_model"] == 32 and c["sparsity"] == 0.6)
+    assert below["change"] is None
+    claim = next(c for c in verdicts(rows, compared, lambda d, lr: Recipe(d_model=d), lambda *a: [
+        {"id": "sparse_g_ii", "published_formula": 2.5, "full_count": 0.01, "holds": False}]) if c["id"] == "sparsity_60")
+    by = {(p["reference"], p["at"], p["reference_d_model"]): p["verdict"] for p in claim["ppl"]}
+    # equal width d = 32: 4.5 - 5.0 = -0.5 in log PPL, the seeds' spread identical on both sides (variance 0)
+    assert by[("dense", "equal width", 32)] == "holds" and by[("control", "equal width", 32)] == "holds"
+    assert by[("dense", "equal compute", 64)] == "fails" and by[("dense", "equal compute", 32)] == "undecided"
+    assert {f["verdict"] for f in claim["flops"]} == {"fails"}
+
+
+def test_sparsity_zero_computes_every_g_ii_in_training_and_inference():
+    """The no-skip control: at sparsity 0 the mask is exactly 1 everywhere, so the interpolation leaves
+    the exact G_ii features untouched in both modes."""
+    from bkprof.variants import build
+    from bkprof.variants.dense import DenseLayer
+
+    config = LayerConfig(d_model=16, n_seq=32, sparsity=0.0, dropout=0.0)
+    layer = build("sparse", config, seed=0)
+    x = torch.randn(4, 32, 16, generator=torch.Generator().manual_seed(3)) * 5
+    ffn = torch.randn(4, 32, 16, generator=torch.Generator().manual_seed(4))
+    for training in (True, False):
+        layer.train(training)
+        features, stats_ = layer.spectral_features(x, ffn)
+        exact, _ = DenseLayer.spectral_features(layer, x, ffn)
+        assert torch.equal(stats_["mask"], torch.ones(4, 32)) and float(stats_["sparsity"].detach()) == 0.0
+        assert torch.equal(features, exact)
+    # at sparsity > 0 training still thresholds: some positions are interpolated
+    layer = build("sparse", config.with_(sparsity=0.5), seed=0).train()
+    assert layer.spectral_features(x, ffn)[1]["mask"].min() == 0
+
+
+def test_multiscale_control_at_f_1_runs():
+    from bkprof.variants import build
+
+    layer = build("multiscale", LayerConfig(d_model=16, n_seq=32, downsample=1), seed=0)
+    out, _ = layer(torch.randn(2, 32, 16))
+    assert out.shape == (2, 32, 16)
+
+
+def test_the_grid_plans_references_controls_and_one_recipe_per_width():
+    plan = Plan(["sparse", "multiscale", "combined"], [0.6], [2], 2, Recipe(), widths=(32, 64), lrs=(1e-3,))
+    settings = planned_settings(plan)
+    # dense first, the chosen settings, the controls of the claims' variants (combined has no claim), the reference
+    assert settings == [("dense", None, None), ("sparse", 0.6, None), ("multiscale", None, 2),
+                        ("combined", 0.6, 2), ("sparse", 0.0, None), ("multiscale", None, 1),
+                        ("transformer", None, None)]
+    runs = planned_runs(plan)
+    assert len(runs) == 7 * 2 * 2 and {(r.d_model, r.lr) for r, _ in runs} == {(32, 1e-3), (64, 1e-3)}
+    corpus = SimpleNamespace(fingerprint="sha", test_whole=None)
+    identities = {identity(s, r, corpus) for r, s in runs}
+    assert len(identities) == len(runs)   # each width is its own run identity
+    bare = Plan(["dense"], [0.6], [2], 1, Recipe(), controls=False, reference=False)
+    assert planned_settings(bare) == [("dense", None, None)]
+
+
+def test_the_transformer_reference_is_counted_with_attention_and_is_no_bk_variant():
+    from bkprof.variants import registry
+
+    assert "transformer" not in registry.names()
+    recipe = Recipe(d_model=64, n_seq=32, layers=1)
+    vocab = Vocabulary(tuple(f"w{i}" for i in range(30)) + (MASK,))
+    model = LanguageModel("transformer", RunSpec("transformer", None, None, 0).layer_config(recipe), 1, 31, 30, 0)
+    layer = model.stack.blocks[0].layer
+    assert isinstance(layer, torch.nn.TransformerEncoderLayer) and layer.norm_first and layer.self_attn.batch_first
+    assert layer.self_attn.num_heads == 2 and layer.linear1.out_features == 128   # d // 32 heads, feed-forward 2d
+    from bkprof.flops.model_count import count_flops
+    from bkprof.validate.model import StackOnly
+
+    counted = count_flops(StackOnly(model.stack).train(), torch.randn(1, 32, 64), backward=False)
+    # attention scores and their weighted sum: 2 batched matmuls of N x N x d MACs, 2 FLOPs each
+    attention = sum(v for (p, m, f, op), v in counted.flops.items() if "bmm" in op or "attention" in op)
+    assert attention == 2 * 2 * 32 * 32 * 64
+    cost = train_flops_per_token(RunSpec("transformer", None, None, 0), recipe, vocab)
+    assert cost["blocks_train_flops_per_token"] > 0 and cost["ops_without_formula"] == {}
+
+
+def test_the_recipe_adds_the_load_balancing_loss_summed_over_blocks():
+    from bkprof.validate.loop import balance_loss
+
+    # E = 2, 4 tokens routed 0, 0, 0, 1: f = (0.75, 0.25); mean probabilities P = (2.6/4, 1.4/4) = (0.65, 0.35);
+    # per block 2 * (0.75 * 0.65 + 0.25 * 0.35) = 1.15; two blocks at weight 0.01: 0.023
+    probs = torch.tensor([[[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.3, 0.7]]])
+    index = torch.tensor([[[0], [0], [0], [1]]])
+    stats_ = [{"router_probs": probs, "expert_index": index}] * 2
+    assert float(balance_loss(stats_, Recipe(balance_weight=0.01), 2)) == pytest.approx(0.023)
+    # no router in the stats (the Transformer, or a layer without router_probs), or weight 0: nothing added
+    assert balance_loss([{"expert_index": index}], Recipe(), 2) == 0.0
+    assert balance_loss(stats_, Recipe(balance_weight=0.0), 2) == 0.0
+
+
+def test_the_router_trains_in_the_recipe(tiny):
+    """With the Switch router the task loss alone reaches the gate (through the chosen expert's probability):
+    its gradient after the last training step is not 0, even without the load-balancing loss. (Weight decay
+    moves the weights whatever the gradient, so the gradient is what is checked.)"""
+    from bkprof.validate.loop import build_model, train_model
+
+    corpus = load_corpus(tiny)
+    for weight in (0.0, 0.01):
+        recipe = Recipe(d_model=8, n_seq=16, layers=1, batch=4, tokens=128, balance_weight=weight)
+        spec = RunSpec("dense", None, None, 0)
+        model = build_model(spec, recipe, corpus)
+        record = train_model(model, spec, recipe, corpus, torch.device("cpu"))
+        assert model.stack.blocks[0].layer.moe.gate.weight.grad.abs().sum() > 0
+        assert len(record["expert_load"]) == 1 and sum(record["expert_load"][0]) == pytest.approx(1.0)
+
+
+def test_layer_claims_count_on_the_cpu_whatever_backend_the_runs_use():
+    # the runs may train with triton on CUDA; bkprof flops' claims are counted on the CPU with vectorized
+    from bkprof.validate.cost import layer_claims
+
+    claims = layer_claims(RunSpec("sparse", 0.6, None, 0), Recipe(d_model=32, n_seq=64, backend="triton"))
+    assert {c["id"] for c in claims} >= {"sparse_g_ii"}
+
+
+def _validate(tiny, tmp_path, *extra, variants=("dense", "sparse"), bare=True):
     args = ["validate", "--corpus", str(tiny), "--d-model", "8", "--n-seq", "16", "--layers", "1", "--batch", "4",
             "--tokens", "256", "--seeds", "2", "--test-tokens", "all", "--runs-file", str(tmp_path / "runs.jsonl"),
             "--format", "json", *[a for v in variants for a in ("--variant", v)], *extra]
-    return CliRunner().invoke(app, args)
+    # bare: without the controls and the Transformer reference (their own test below), to keep this quick
+    return CliRunner().invoke(app, args + (["--no-controls", "--no-reference"] if bare else []))
 
 
 def test_cli_runs_records_and_resumes(tiny, tmp_path):
@@ -184,10 +362,97 @@ def test_cli_runs_records_and_resumes(tiny, tmp_path):
         assert there[seed] == pytest.approx(ppl, rel=1e-4)
 
 
+def _modules_after_report(args: list[str]) -> tuple[int, list[str]]:
+    """Exit code of `bkprof validate ARGS` in a fresh interpreter, and which heavy modules it loaded."""
+    import subprocess
+    import sys
+
+    code = ("import json, runpy, sys\n"
+            f"sys.argv = ['bkprof', 'validate', *{args!r}]\n"
+            "code = 0\n"
+            "try:\n    runpy.run_module('bkprof', run_name='__main__')\nexcept SystemExit as e:\n    code = e.code or 0\n"
+            "print(json.dumps([code, [m for m in ('torch', 'fvcore') if m in sys.modules]]), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    return tuple(json.loads(result.stderr.strip().splitlines()[-1]))
+
+
+def test_widths_controls_reference_curves_and_a_report_without_torch(tiny, tmp_path):
+    result = _validate(tiny, tmp_path, "--d-model", "8,16", "--seeds", "1", "--plot", str(tmp_path / "plots"),
+                       "--backend", "vectorized", variants=("sparse",), bare=False)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    planned = {(r["variant"], r["sparsity"], r["d_model"]) for r in doc["runs"]}
+    assert planned == {(v, s, d) for v, s in (("dense", None), ("sparse", 0.6), ("sparse", 0.0), ("transformer", None))
+                       for d in (8, 16)}
+    run = next(r for r in doc["runs"] if r["variant"] == "sparse")
+    # 256 tokens / (4 x 16) = 4 steps: a training-loss point per step, test checkpoints at steps 1..4
+    assert run["curve"]["train_step"] == [1, 2, 3, 4] and run["curve"]["test_step"] == [1, 2, 3, 4]
+    assert len(run["curve"]["test_loss"]) == 4 and all(math.isfinite(v) for v in run["curve"]["train_loss"])
+    # the expert load of the one block over the last tenth (1 step): fractions of the tokens, summing to 1
+    assert len(run["expert_load"]) == 1 and sum(run["expert_load"][0]) == pytest.approx(1.0)
+    assert (tmp_path / "plots" / "curves.png").exists()
+    claim = next(c for c in doc["summary"]["claims"] if c["id"] == "sparsity_60")
+    assert {p["reference"] for p in claim["ppl"]} == {"dense", "control"}
+    assert {p["verdict"] for p in claim["ppl"]} == {"undecided"}  # one seed: no interval
+    assert (tmp_path / "runs.jsonl.cache.json").exists()
+
+    # the report from the runs file and its cache loads no torch, and reports the same
+    args = ["--corpus", str(tiny), "--d-model", "8,16", "--n-seq", "16", "--layers", "1", "--batch", "4", "--tokens",
+            "256", "--test-tokens", "all", "--backend", "vectorized", "--report-only", "--runs-file",
+            str(tmp_path / "runs.jsonl"), "--format", "json", "--output", str(tmp_path / "again.json")]
+    assert _modules_after_report(args) == (0, [])
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["summary"] == json.loads(json.dumps(doc["summary"])) and again["baselines"] == doc["baselines"]
+
+
+H200 = ["--runs-file", "reports/validate/H200-2026-12-02/runs.jsonl", "--backend", "vectorized", "--d-model", "128",
+        "--n-seq", "256", "--layers", "4", "--batch", "64", "--tokens", "6553600", "--seeds", "3", "--sparsity",
+        "0.4,0.5,0.6,0.7", "--downsample", "2,4", "--test-tokens", "all"]
+
+
+def test_the_committed_runs_report_without_torch(tmp_path):
+    """The 2026-12-02 runs (recorded before the recipe had a load-balancing loss) belong to the grid with
+    --balance-weight 0. Their report reads the cache of baselines and layer claims beside the runs file
+    (a copy here: the committed one goes stale whenever the counting code changes, and is then
+    recomputed once); once it holds them, a report loads no torch."""
+    import shutil
+
+    committed = ROOT / "reports/validate/H200-2026-12-02"
+    for name in ("runs.jsonl", "runs.jsonl.cache.json"):
+        shutil.copy(committed / name, tmp_path / name)
+    grid = [*H200, "--runs-file", str(tmp_path / "runs.jsonl"), "--report-only", "--format", "json", "--output"]
+    old_recipe = ["--balance-weight", "0", *grid]
+    assert _modules_after_report([*old_recipe, str(tmp_path / "first.json")])[0] == 0
+    assert _modules_after_report([*old_recipe, str(tmp_path / "h200.json")]) == (0, [])
+    doc = json.loads((tmp_path / "h200.json").read_text())
+    assert doc == json.loads((tmp_path / "first.json").read_text())
+    assert len(doc["runs"]) == 24 and doc["baselines"]["two_sided"]["test_ppl"] == pytest.approx(163.47, abs=0.01)
+    # with the load-balancing loss in the recipe they are another grid: nothing of it in the file
+    assert _modules_after_report([*grid, str(tmp_path / "other.json")]) == (0, [])
+    assert json.loads((tmp_path / "other.json").read_text())["runs"] == []
+
+
+def test_the_report_cache_keys_on_the_sources_and_drops_stale_entries(tmp_path):
+    from bkprof.validate.cache import ReportCache, code_fingerprint
+
+    current = code_fingerprint("baselines")
+    (tmp_path / "r.jsonl.cache.json").write_text(json.dumps({"baselines": {"0000:x": 1, f"{current}:y": 2}}))
+    cache = ReportCache.beside(tmp_path / "r.jsonl")
+    calls = []
+    assert cache.get("baselines", "y", lambda: calls.append(1)) == 2 and calls == []   # a hit computes nothing
+    assert cache.get("baselines", "x", lambda: 5) == 5          # computed by other sources: a miss
+    cache.save()
+    kept = json.loads((tmp_path / "r.jsonl.cache.json").read_text())["baselines"]
+    assert kept == {f"{current}:y": 2, f"{current}:x": 5}
+
+
 @pytest.mark.parametrize("option, value, message", [
     ("--sparsity", "1.2", "sparsity must be in [0, 1), got 1.2"),
     ("--tokens", "0", "--tokens must be a positive integer, got 0"),
     ("--test-tokens", "many", "--test-tokens 'many'"),
+    ("--d-model", "8,x", "--d-model 'x': 'x' is not a number"),
+    ("--d-model", "8,9", "d_model must be even"),
+    ("--lr", "0.1,-1", "--lr '0.1,-1'"),
 ])
 def test_bad_input_is_one_line(tiny, tmp_path, option, value, message):
     result = _validate(tiny, tmp_path, option, value)

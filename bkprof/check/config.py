@@ -122,7 +122,7 @@ def _read_toml(path: Path) -> dict:
     text = read_text(path, f"thresholds file {path}")
     try:
         return tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, RecursionError) as error:
+    except (ValueError, RecursionError) as error:  # TOMLDecodeError, and a 5000-digit integer's ValueError
         raise ThresholdError(f"thresholds file {path} is not valid TOML: {str(error).splitlines()[0]}") from None
 
 

@@ -69,13 +69,30 @@ def load_baseline(thresholds: Thresholds, documents: dict, path: Path | None, co
         raise ThresholdError(f"threshold {first}: rel needs a baseline; set baseline = \"PATH\" in {thresholds.origin} or pass --baseline")
     if not path.is_file():
         raise ThresholdError(f"threshold {first}: baseline file {shown(path)} does not exist; create it with bkprof check --update-baseline")
-    baseline = _read_json(path, "baseline file")
-    if not isinstance(baseline, dict) or not any(source in baseline for source in SOURCES):
-        raise ThresholdError(f"baseline file {shown(path)} is not a bkprof check baseline (no {' or '.join(SOURCES)} document)")
+    baseline = _baseline_document(path)
     if config_check:
         for source in dict.fromkeys(e.source for e in needing):
             _same_config(source, baseline, documents, path)
     return baseline
+
+
+def _baseline_document(path: Path) -> dict:
+    baseline = _read_json(path, "baseline file")
+    if not isinstance(baseline, dict) or not any(isinstance(baseline.get(source), dict) for source in SOURCES):
+        raise ThresholdError(f"baseline file {shown(path)} is not a bkprof check baseline (no {' or '.join(SOURCES)} document)")
+    for source in SOURCES:
+        config = baseline[source].get("config") if isinstance(baseline.get(source), dict) else None
+        if config is not None and not isinstance(config, dict):
+            raise ThresholdError(f"baseline file {shown(path)}: the {source} document's config must be an object, "
+                                 f"got {type(config).__name__}")
+    return baseline
+
+
+def existing_baseline(path: Path) -> None:
+    """Before --update-baseline replaces `path`: it is missing, empty, or a bkprof baseline, never
+    another file (a pyproject.toml given by mistake); ThresholdError naming it otherwise."""
+    if path.is_file() and path.stat().st_size:
+        _baseline_document(path)
 
 
 def write_baseline(path: Path, documents: dict) -> Path:
@@ -127,10 +144,15 @@ class _NonFinite:
 
 def _read_json(path: Path, what: str):
     named = f"{what} {shown(path)}"
+    from bkprof.report.records import parse
+
+    text = read_text(path, named)
     try:
-        document = json.loads(read_text(path, named), parse_constant=_NonFinite)
-    except (json.JSONDecodeError, RecursionError) as error:
+        document = parse(text, constant=_NonFinite)
+    except json.JSONDecodeError as error:
         raise ThresholdError(f"{named} is not valid JSON: {str(error).splitlines()[0]}") from None
+    except ValueError as error:  # nested too deep, a 5000-digit integer
+        raise ThresholdError(f"{named} is not a bkprof JSON document: {error}") from None
     return _finite(document, named)
 
 

@@ -4,17 +4,18 @@
      "environment": {"python": "3.12.3", "torch": "2.13.0", "platform": "...", "device": "cpu", ...},
      "metrics": {"flops.variants.dense.counted_flops": 34708144, ...}}
 
-Appending is one write of one line in append mode, so concurrent runs interleave whole lines; a
-line that does not parse (a run killed mid-write) is skipped when reading, with its line number.
+A record is appended as one whole line under an exclusive lock of the file (bkprof.report.records),
+so concurrent runs never interleave or glue lines; a line that is not JSON (a run killed mid-write)
+is set aside when reading, with a warning naming it; a line that is JSON but not a history record,
+or a file that is not a history at all (a TOML file, say), is a ThresholdError naming the file,
+the line and the field.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -75,40 +76,56 @@ def history_record(outcomes, documents: dict, folder: str | Path | None = None, 
     }
 
 
+HISTORY_SCHEMA = {"time": ("text", False), "commit": ("text", True), "metrics": ("object", False)}
+MAX_TICKS = 12  # labelled runs on a trend plot's x axis: 20,000 labels take a minute to lay out
+
+
+def _history_record(value, where: str) -> dict:
+    from bkprof.report.records import RecordError, check_fields
+
+    record = check_fields(value, HISTORY_SCHEMA, where)
+    for metric, number in record["metrics"].items():
+        if not isinstance(number, (int, float)) or isinstance(number, bool):
+            raise RecordError(f"{where}: field 'metrics.{metric}' must be a number, got {type(number).__name__}")
+    return record
+
+
 def append_history(path: str | Path, record: dict) -> Path:
-    """Append `record` to the JSON Lines file at `path` (created with its folders if missing)."""
+    """Append `record` to the JSON Lines file at `path` (created with its folders if missing): one
+    whole line under a lock, or nothing (a full disk leaves the file as it was)."""
+    from bkprof.report.records import append_line
+
     path = Path(path)
-    line = json.dumps(record, sort_keys=True, allow_nan=False) + "\n"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as handle:
-            handle.write(line)
+        append_line(path, record, f"--history {path}")
     except OSError as error:
         raise ThresholdError(f"--history {path}: cannot append: {error.strerror or error}") from None
+    except ValueError as error:  # a non-finite metric: refused, the file is left as it was
+        raise ThresholdError(f"--history {path}: cannot append: {error}") from None
     return path
 
 
 def read_history(path: str | Path) -> list[dict]:
-    """The records of a history file, oldest first; unparseable lines are skipped with a note on stderr."""
+    """The records of a history file, oldest first; torn lines set aside with a warning on stderr;
+    anything else that is not a history record is a ThresholdError naming the file, line and field."""
+    from bkprof.report.records import RecordError, read_lines
+
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise ThresholdError(f"--history {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ThresholdError(f"--history {path} is not readable: {error}") from None
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            print(f"bkprof: note: {path}:{number} is not a JSON line; skipped", file=sys.stderr)
-            continue
-        if isinstance(record, dict) and isinstance(record.get("metrics"), dict):
-            records.append(record)
-    return records
+        return read_lines(path, f"--history {path}", _history_record)
+    except RecordError as error:
+        raise ThresholdError(str(error)) from None
+
+
+def existing_history(path: str | Path) -> list[dict]:
+    """The records already in the history at `path` (none when it is missing or empty), read before
+    any work: a file that is not a history is refused before anything is appended to it."""
+    path = Path(path)
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+        return []
+    if not path.is_file():
+        return []  # /dev/null, a FIFO: written in place, nothing to read back
+    return read_history(path)
 
 
 def trend(records: list[dict], metric: str) -> list[tuple[str, str | None, float]]:
@@ -134,9 +151,11 @@ def plot_trend(records: list[dict], metric: str, path: str | Path) -> Path:
 
     points = trend(records, metric)
     figure, axes = plt.subplots(figsize=(8, 4))
-    axes.plot(range(len(points)), [p[2] for p in points], marker="o")
-    axes.set_xticks(range(len(points)))
-    axes.set_xticklabels([f"{(c or '?')[:7]}\n{t[5:16]}" for t, c, _ in points], fontsize=7)
+    axes.plot(range(len(points)), [p[2] for p in points], marker="o" if len(points) <= 200 else None)
+    ticks = sorted({round(i * (len(points) - 1) / (MAX_TICKS - 1)) for i in range(MAX_TICKS)}) if len(points) > MAX_TICKS \
+        else range(len(points))
+    axes.set_xticks(list(ticks))
+    axes.set_xticklabels([f"{(points[i][1] or '?')[:7]}\n{points[i][0][5:16]}" for i in ticks], fontsize=7)
     axes.set_title(metric, fontsize=9)
     axes.set_xlabel("run (commit, time UTC)")
     axes.grid(alpha=0.3)

@@ -61,7 +61,14 @@ def ratio_value(documents: dict, metric: str, per: str) -> float:
     denominator = metric_value(documents, per)
     if denominator == 0:
         raise MetricError(f"per {per} is 0, so the ratio is undefined")
-    return metric_value(documents, metric) / denominator
+    numerator = metric_value(documents, metric)
+    try:
+        ratio = numerator / denominator
+    except OverflowError:  # int / int past a float's range
+        ratio = math.inf
+    if not math.isfinite(ratio):
+        raise MetricError(f"{number(numerator)} / {number(denominator)} (per {per}) is out of a float's range")
+    return ratio
 
 
 def finite(value: int | float) -> bool:

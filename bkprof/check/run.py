@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bkprof.check.errors import ThresholdError
@@ -34,12 +34,23 @@ class CheckSettings:
 
 @dataclass(frozen=True)
 class Verdict:
-    """The outcomes, and where the thresholds, the baseline and the profile came from (for the report)."""
+    """The outcomes, and where the thresholds, the baseline and the profile came from (for the report).
+
+    `history` holds the records already in --history followed by this run's; `writes` are the writes
+    still to do (the baseline, the history line) when run_check was told not to do them yet.
+    """
 
     outcomes: list
     origin: str
     baseline: Path | None
     profile: str | None
+    history: list = field(default_factory=list)
+    writes: tuple = ()
+
+    def commit(self) -> None:
+        """Do the writes run_check(commit=False) left: the baseline, then the history line."""
+        for write in self.writes:
+            write()
 
     def report(self):
         from bkprof.check.report import check_report
@@ -47,15 +58,18 @@ class Verdict:
         return check_report(self.outcomes, self.origin, self.baseline, self.profile)
 
 
-def run_check(settings: CheckSettings) -> Verdict:
+def run_check(settings: CheckSettings, commit: bool = True) -> Verdict:
     """Every threshold against the current documents (and the baseline); ThresholdError for a bad configuration.
 
-    With `update_baseline`, the baseline is rewritten only once every metric path resolved, so a bad
-    entry leaves the old baseline alone.
+    The baseline and the history are checked to be bkprof documents of their kind before any work
+    (a pyproject.toml given as either is refused, never overwritten or appended to). They are
+    written only once every metric resolved; with `commit=False` not at all: the caller does
+    `verdict.commit()` once its own outputs are ready, so a command that fails writes nothing.
     """
     from bkprof.check.compare import compare
     from bkprof.check.config import find_thresholds, load_thresholds
-    from bkprof.check.documents import current_documents, load_baseline, profiled_now, write_baseline
+    from bkprof.check.documents import current_documents, existing_baseline, load_baseline, profiled_now
+    from bkprof.check.history import existing_history
     from bkprof.report.io import check_output
 
     thresholds = load_thresholds(settings.thresholds or find_thresholds())
@@ -65,6 +79,11 @@ def run_check(settings: CheckSettings) -> Verdict:
             raise ThresholdError(f"--update-baseline needs a baseline path: set baseline = \"PATH\" in "
                                  f"{thresholds.origin} or pass --baseline")
         check_output(baseline, "--baseline" if settings.baseline is not None else "baseline")
+        existing_baseline(baseline)
+    history = []
+    if settings.history is not None:
+        check_output(settings.history, "--history")
+        history = existing_history(settings.history)
     profile = settings.profile
     documents = current_documents(thresholds.flops, profile)
     measured = profiled_now(thresholds.flops) if settings.run_profile else None
@@ -74,13 +93,26 @@ def run_check(settings: CheckSettings) -> Verdict:
     reference = documents if settings.update_baseline else \
         load_baseline(thresholds, documents, baseline, settings.config_check)
     outcomes = compare(thresholds.entries, documents, reference)
+    writes = []
     if settings.update_baseline:
-        try:
-            write_baseline(baseline, documents)
-        except OSError as error:  # after the path was checked: a full disk, say
-            raise ThresholdError(f"cannot write the baseline {baseline}: {error.strerror or error}") from None
+        writes.append(lambda: _write_baseline(baseline, documents))
     if settings.history is not None:
         from bkprof.check.history import append_history, history_record
 
-        append_history(settings.history, history_record(outcomes, documents))
-    return Verdict(outcomes, thresholds.origin, baseline, str(profile) if profile else None)
+        record = history_record(outcomes, documents)
+        history.append(record)
+        writes.append(lambda: append_history(settings.history, record))
+    verdict = Verdict(outcomes, thresholds.origin, baseline, str(profile) if profile else None, history, tuple(writes))
+    if commit:
+        verdict.commit()
+        verdict = Verdict(outcomes, verdict.origin, baseline, verdict.profile, history)
+    return verdict
+
+
+def _write_baseline(path: Path, documents: dict) -> None:
+    from bkprof.check.documents import write_baseline
+
+    try:
+        write_baseline(path, documents)
+    except OSError as error:  # after the path was checked: a full disk, say
+        raise ThresholdError(f"cannot write the baseline {path}: {error.strerror or error}") from None

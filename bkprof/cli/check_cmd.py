@@ -26,7 +26,8 @@ RunProfileOpt = Annotated[bool, flag(
 JunitOpt = Annotated[Optional[Path], text_option("--junit", "Also write JUnit XML here, one testcase per metric.", "FILE",
                                                   checked_file)]
 HistoryOpt = Annotated[Optional[Path], text_option(
-    "--history", "Append this run's metrics, with the commit and the environment, to this JSON Lines file.", "FILE")]
+    "--history", "Append this run's metrics, with the commit and the environment, to this JSON Lines file.", "FILE",
+    checked_file)]
 TrendOpt = Annotated[Optional[list[str]], text_option(
     "--trend", "Plot this metric run by run from --history into --plot (repeatable).", "METRIC")]
 PlotOpt = Annotated[Optional[str], output_folder_option(
@@ -56,35 +57,35 @@ def check(
     from bkprof.check import ThresholdError, failures, junit_xml
     from bkprof.check.run import CheckSettings, run_check
     from bkprof.report import write_atomic
+    from bkprof.report.io import output_folders
 
     if trend and (history is None or plot is None):
         raise BadInput("--trend needs --history FILE (the runs) and --plot FOLDER (where the plots go)")
     try:
         verdict = run_check(CheckSettings(thresholds, baseline, profile, run_profile, update_baseline, history,
-                                          config_check=not no_config_check))
+                                          config_check=not no_config_check), commit=False)
+        # every output is made ready before anything is written: a command that fails writes nothing
+        with output_folders([(plot if trend else None, "--plot", (".png",))],
+                            {"history": str(history), "metrics": trend},
+                            files=[(output, "--output"), (junit, "--junit"), (history, "--history")]) as (folder,):
+            if trend:
+                _plot_trends(verdict.history, trend, folder)
+            junit_text = junit_xml(verdict.outcomes) if junit is not None else None
+            verdict.commit()
     except ThresholdError as error:
         raise BadInput(str(error)) from None
-    if trend:
-        _plot_trends(history, trend, plot)
-    if junit is not None:
+    if junit_text is not None:
         with writing(junit, "--junit"):
-            write_atomic(junit, junit_xml(verdict.outcomes))
+            write_atomic(junit, junit_text)
     emit_report(verdict.report(), format, output)
     if failures(verdict.outcomes):
         raise typer.Exit(1)
 
 
-def _plot_trends(history: Path, metrics: list[str], plot: str) -> None:
+def _plot_trends(records: list[dict], metrics: list[str], folder: Path) -> None:
     import re
 
-    from bkprof.check import ThresholdError
-    from bkprof.check.history import plot_trend, read_history
-    from bkprof.report.io import output_folders
+    from bkprof.check.history import plot_trend
 
-    try:
-        records = read_history(history)
-        with output_folders([(plot, "--plot", (".png",))], {"history": str(history), "metrics": metrics}) as (folder,):
-            for metric in metrics:
-                plot_trend(records, metric, folder / f"trend-{re.sub(r'[^A-Za-z0-9_.=-]+', '_', metric)[:150]}.png")
-    except ThresholdError as error:
-        raise BadInput(str(error)) from None
+    for metric in metrics:
+        plot_trend(records, metric, folder / f"trend-{re.sub(r'[^A-Za-z0-9_.=-]+', '_', metric)[:150]}.png")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 from typing import Callable
 
@@ -12,14 +14,38 @@ from bkprof.report.io import OutputError
 from bkprof.sizes import TooLarge
 
 BAD_INPUT = 2
+INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class BadInput(Exception):
     """Input the library rejected; printed as one line naming the bad value, exit 2."""
 
 
+class Interrupted(Exception):
+    """SIGINT, SIGTERM or SIGHUP inside `interruptible()`; printed as one line, exit 130."""
+
+
+@contextlib.contextmanager
+def interruptible():
+    """Inside the block SIGINT, SIGTERM and SIGHUP raise Interrupted, so the work unwinds like any error
+    (worker processes ended, staging folders removed) and the command ends with one line, not a traceback.
+    A second signal while it unwinds is ignored: the unwinding is bounded (workers get 5 s)."""
+    def interrupt(number, frame):
+        for each in SIGNALS:
+            signal.signal(each, signal.SIG_IGN)
+        raise Interrupted(f"interrupted by {signal.Signals(number).name}")
+
+    old = {number: signal.signal(number, interrupt) for number in SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in old.items():
+            signal.signal(number, handler)
+
+
 def _say(message: str) -> None:
-    print(f"bkprof: error: {message}", file=sys.stderr)
+    print(f"bkprof: error: {message}", file=sys.stderr, flush=True)  # click 8.1's test runner reads an unflushed stream
 
 
 class LazyMetavar(str):
@@ -57,6 +83,7 @@ class OneLineErrors(_FlagsWithoutType, typer.core.TyperGroup):
 
     def main(self, *args, **kwargs):
         kwargs["standalone_mode"] = False
+        _encodable_output()
         try:
             code = super().main(*args, **kwargs)
         except (BadInput, OutputError, TooLarge) as error:
@@ -71,7 +98,13 @@ class OneLineErrors(_FlagsWithoutType, typer.core.TyperGroup):
             where = f"{error.filename}: " if error.filename else ""
             _say(f"{where}{error.strerror or error}")
             sys.exit(BAD_INPUT)
-        except typer.Abort:
+        except Interrupted as error:
+            print(f"bkprof: {error}", file=sys.stderr)
+            sys.exit(INTERRUPTED)
+        except typer.Abort as error:
+            if isinstance(error.__context__, KeyboardInterrupt):  # click's word for Ctrl-C
+                print("bkprof: interrupted", file=sys.stderr)
+                sys.exit(INTERRUPTED)
             _say("aborted")
             sys.exit(1)
         except Exception as error:
@@ -85,6 +118,15 @@ class OneLineErrors(_FlagsWithoutType, typer.core.TyperGroup):
                 _say(error.format_message())
             sys.exit(error.exit_code)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _encodable_output() -> None:
+    """Where stdout or stderr cannot encode every character (PYTHONIOENCODING=ascii, a C locale), write
+    what it cannot as ? rather than end in UnicodeEncodeError: a report's '·' must not cost the report."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if encoding not in ("utf8", "utf16", "utf32") and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
 
 
 def _out_of_memory(error: BaseException) -> bool:

@@ -3,6 +3,7 @@ with `--model`, the count of any nn.Module."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Annotated, Optional
 
 import typer
@@ -10,7 +11,7 @@ import typer
 from bkprof._torch_helpers import one_thread
 from bkprof.cli import app
 from bkprof.cli.errors import BadInput, Command
-from bkprof.cli.options import (FormatOpt, LayerOptions, Output, Variants, checked_backend, checked_device,
+from bkprof.cli.options import (MAX_SIZE, FormatOpt, LayerOptions, Output, Variants, checked_backend, checked_device,
                                 emit_report, flag, integer_option, non_negative, text_option, variant_names,
                                 with_layer_options)
 from bkprof.cli.report_cmd import HtmlOpt, write_page
@@ -88,9 +89,30 @@ def _model_tables(model: str, shapes: list[str], inputs: Optional[str], dtype: s
     from bkprof.flops.model_tables import model_tables
 
     checked_device(device)
+    for shape in shapes:  # int() of a 5000-digit size is itself an error; no size bkprof takes is above 2^40
+        if any(len(part) > len(str(MAX_SIZE)) for part in shape.lower().split("x")):
+            raise BadInput(f"--input-shape {shape[:40]!r}{'...' if len(shape) > 40 else ''}: a size above {MAX_SIZE:,}")
     try:
         spec = ModelSpec(model, tuple(parse_shape(s) for s in shapes), inputs, dtype, device, backward,
                          non_negative("--depth", depth))
-        return model_tables(model_report(spec))
+        with _quiet_fake_tensors():
+            return model_tables(model_report(spec))
     except ModelInputError as error:
         raise BadInput(str(error)) from None
+    except SystemExit as exit:  # the user's code called sys.exit(): that is not a module to count
+        raise BadInput(f"--model {model!r}: its code called sys.exit({exit.code!r}) instead of returning a module") from None
+
+
+@contextmanager
+def _quiet_fake_tensors():
+    """torch logs a traceback (about 19 lines) when an op fails on fake tensors (an input of the wrong
+    shape); the error itself comes back as one line, so the log is held back."""
+    import logging
+
+    logger = logging.getLogger("torch._subclasses.fake_tensor")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -86,7 +86,7 @@ def _profile(config, names, settings, format, output, trace, plot, peak_tflops, 
     described = {"config": config.as_dict(), "variants": names, "modes": settings.modes, "batch": settings.batch,
                  "warmup": settings.warmup, "runs": settings.runs, "device": str(settings.device)}
     specs = [(trace, "--trace", TRACE_SUFFIXES), (plot, "--plot", PLOT_SUFFIXES)]
-    with output_folders(specs, described) as (trace_folder, plot_folder):
+    with output_folders(specs, described, files=[(output, "--output")]) as (trace_folder, plot_folder):
         with progress_bar(len(names) * len(settings.modes), "profiling") as update:
             result = profile_variants(config, names, replace(settings, trace_dir=trace_folder),
                                       on_row=lambda variant, mode: update(f"profiling {variant} ({mode})",
@@ -116,13 +116,17 @@ def _threads(threads: int | None) -> int:
 
 
 def _warn_if_busy(rows: list[dict]) -> None:
+    import textwrap
+
     from bkprof import machine
+    from bkprof.report.render import console_width
 
     busy = [r["others_busy_cores"] for r in rows if machine.is_busy(r.get("others_busy_cores"))]
     if busy:
-        typer.echo(f"warning: other processes used up to {max(busy):.1f} of {machine.cores()} cores during "
-                   f"{len(busy)} of {len(rows)} rows (marked in their note): timings on a shared CPU can be many "
-                   "times slower; measure on an idle machine", err=True)
+        text = (f"warning: other processes used up to {max(busy):.1f} of {machine.cores()} cores during "
+                f"{len(busy)} of {len(rows)} rows (marked in their note): timings on a shared CPU can be many "
+                "times slower; measure on an idle machine")
+        typer.echo(textwrap.fill(text, console_width(), break_long_words=False), err=True)
 
 
 def _settings(device: str, modes, batch: int, warmup: int, runs: int, graphs: bool, ops: int, components: bool):

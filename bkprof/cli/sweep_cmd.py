@@ -70,7 +70,7 @@ def sweep(
     checked_backend(backend, checked_device(device))
     folders = [(output_dir, "--output-dir", DATA_SUFFIXES), (plot, "--plot", PLOT_SUFFIXES)]
     described = {"axes": plan.axes, "variants": plan.variants, **settings.as_dict()}
-    with output_folders(folders, described) as (data_folder, plot_folder):
+    with output_folders(folders, described, files=[(output, "--output")]) as (data_folder, plot_folder):
         with progress_bar(plan.size, "sweep") as update:
 
             def advance(row: dict) -> None:

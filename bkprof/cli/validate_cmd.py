@@ -6,9 +6,10 @@ from typing import Annotated, Optional
 
 from bkprof.cli import app
 from bkprof.cli.errors import BadInput, Command
-from bkprof.cli.options import (FormatOpt, Output, Variants, checked_backend, checked_device, device_option, flag,
+from bkprof.cli.options import (FormatOpt, Output, Variants, checked_backend, checked_device, device_option, emit_report, flag,
                                 integer_option, number_option, output_folder_option, positive, progress_bar,
                                 text_option, variant_names)
+from bkprof.cli.runs import checked_grid_fits, checked_runs_file, failed_runs, interrupted_keeps
 from bkprof.variants.fields import FIELDS
 
 PLOT_SUFFIXES = (".png",)
@@ -22,6 +23,19 @@ def _values(name: str, text: str) -> list:
         return parse_axis(name, text)
     except ValueError as error:
         raise BadInput(str(error)) from None
+
+
+def _learning_rates(text: str) -> list[float]:
+    values = []
+    for item in text.split(","):
+        try:
+            value = float(item)
+        except ValueError:
+            raise BadInput(f"--lr {text!r}: {item.strip()!r} is not a number") from None
+        if not (value > 0 and value < float("inf")):
+            raise BadInput(f"--lr {text!r}: {item.strip()!r} is not a positive finite number")
+        values.append(value)
+    return list(dict.fromkeys(values))
 
 
 def _test_tokens(text: str) -> int | None:
@@ -55,13 +69,18 @@ def validate(
     downsample: Annotated[str, text_option(FIELDS["downsample"].option, f"{FIELDS['downsample'].help} Values for "
                           "the multi-scale variants, e.g. 2,4.", "VALUES")] = "2",
     seeds: Annotated[int, integer_option("--seeds", "Runs per setting, seeds 0..K-1.")] = 1,
-    d_model: Annotated[int, integer_option(FIELDS["d_model"].option, FIELDS["d_model"].help)] = 32,
+    d_model: Annotated[str, text_option(FIELDS["d_model"].option, f"{FIELDS['d_model'].help} Values: each width "
+                       "is its own grid (recipe), e.g. 64,128,256.", "VALUES")] = "32",
     n_seq: Annotated[int, integer_option(FIELDS["n_seq"].option, FIELDS["n_seq"].help)] = 64,
     layers: Annotated[int, integer_option("--layers", "Residual blocks of the variant in the model.")] = 2,
     batch: Annotated[int, integer_option(FIELDS["batch"].option, "Sequences per training step.")] = 8,
     tokens: Annotated[int, integer_option("--tokens", "Training budget per run: input positions seen "
                                           "(steps x batch x n_seq), the same for every variant.")] = 32_768,
-    lr: Annotated[float, number_option("--lr", "Peak learning rate (AdamW, warm-up then cosine).")] = 3e-3,
+    lr: Annotated[str, text_option("--lr", "Peak learning rate (AdamW, warm-up then cosine); a list is a "
+                                   "learning-rate sweep, each value its own grid, e.g. 1e-3,3e-3.", "VALUES")] = "0.003",
+    balance_weight: Annotated[float, number_option("--balance-weight", "Weight of the router's load-balancing "
+                              "loss (Switch Transformer), summed over the blocks; 0: none (the recipe of the runs "
+                              "before it existed).")] = 0.01,
     test_tokens: Annotated[str, text_option("--test-tokens", "Score the first INT tokens of the test text, or "
                                             "all of it.", "INT|all")] = DEFAULT_TEST_TOKENS,
     corpus: Annotated[Optional[str], text_option("--corpus", "A WikiText folder ({train,valid,test}.txt, "
@@ -77,6 +96,10 @@ def validate(
     resume: Annotated[bool, flag("--resume", "Keep the runs already in --runs-file and run only the others.")] = False,
     report_only: Annotated[bool, flag("--report-only", "Train nothing: report the runs already in --runs-file "
                                       "that match these settings (an interrupted grid, say).")] = False,
+    no_controls: Annotated[bool, flag("--no-controls", "Leave out the claim variants' no-skip controls "
+                                      "(sparsity 0, downsampling f = 1), planned by default.")] = False,
+    no_reference: Annotated[bool, flag("--no-reference", "Leave out the Transformer reference (dense is always "
+                                       "planned: every comparison is against it).")] = False,
     backend: Annotated[str, text_option(FIELDS["backend"].option, FIELDS["backend"].help, "NAME")] = "auto",
     plot: Annotated[Optional[str], output_folder_option(
         "--plot", "Save ppl_vs_flops.png and ppl_vs_time.png here", PLOT_SUFFIXES)] = None,
@@ -84,24 +107,34 @@ def validate(
     output: Output = None,
 ) -> None:
     from bkprof.report.io import output_folders
-    from bkprof.validate.runner import Plan, default_runs_file, run_grid
+    from bkprof.sizes import MAX_JOBS, MAX_LAYERS, MAX_SEEDS
+    from bkprof.validate.runner import Plan, run_grid
     from bkprof.validate.train import Recipe
 
-    checked_backend(backend, checked_device(device))
-    for option, value in (("--seeds", seeds), ("--layers", layers), ("--tokens", tokens),
-                          ("--jobs-per-device", jobs_per_device), (FIELDS["batch"].option, batch)):
-        positive(option, value)
-    if not lr > 0:
-        raise BadInput(f"--lr must be positive, got {lr}")
+    if not report_only:  # a report trains nothing: no device or backend to check (and no torch to load)
+        # the backend is checked on the training device; FLOPs are counted on the CPU with vectorized
+        checked_backend(backend, checked_device(device))
+    for option, value, limit in (("--seeds", seeds, MAX_SEEDS), ("--layers", layers, MAX_LAYERS), ("--tokens", tokens, None),
+                                 ("--jobs-per-device", jobs_per_device, MAX_JOBS), (FIELDS["batch"].option, batch, None)):
+        positive(option, value, limit)
+    if not 0 <= balance_weight < float("inf"):
+        raise BadInput(f"--balance-weight must be a finite number >= 0, got {balance_weight}")
+    runs_file = checked_runs_file(runs_file, output, resume or report_only)
+    widths, rates = _values("d_model", d_model), _learning_rates(lr)
     try:
         plan = Plan(variant_names(variant), _values("sparsity", sparsity), _values("downsample", downsample), seeds,
-                    Recipe(d_model=d_model, n_seq=n_seq, layers=layers, tokens=tokens, batch=batch, lr=lr,
-                           backend=backend),
-                    corpus=corpus, test_tokens=_test_tokens(test_tokens), devices=_devices(device),
-                    jobs_per_device=jobs_per_device, runs_file=runs_file or default_runs_file(output), resume=resume,
-                    report_only=report_only)
-        with output_folders([(plot, "--plot", PLOT_SUFFIXES)], {"command": "validate"}) as (plot_folder,):
-            with progress_bar(None, "validate") as update:
+                    Recipe(d_model=widths[0], n_seq=n_seq, layers=layers, tokens=tokens, batch=batch, lr=rates[0],
+                           backend=backend, balance_weight=balance_weight),
+                    corpus=corpus, test_tokens=_test_tokens(test_tokens),
+                    devices=(device,) if report_only else _devices(device),
+                    jobs_per_device=jobs_per_device, runs_file=runs_file, resume=resume,
+                    report_only=report_only, widths=tuple(widths), lrs=tuple(rates),
+                    controls=not no_controls, reference=not no_reference)
+        if not report_only:
+            checked_grid_fits(plan)
+        with output_folders([(plot, "--plot", PLOT_SUFFIXES)], {"command": "validate"},
+                            files=[(output, "--output"), (runs_file, "--runs-file")]) as (plot_folder,):
+            with progress_bar(None, "validate") as update, interrupted_keeps(runs_file):
                 doc = run_grid(plan, progress=lambda advance, text: update(text, advance=advance),
                                on_total=lambda total: update("training", total=total))
             if plot_folder is not None:
@@ -110,7 +143,7 @@ def validate(
                 save_plots(doc, plot_folder)
     except ValueError as error:
         raise BadInput(str(error)) from None
-    from bkprof.report import emit
     from bkprof.validate.report import validate_report
 
-    emit(validate_report(doc), format, output)
+    emit_report(validate_report(doc), format, output)  # a full disk: one line naming --output
+    failed_runs(doc["failed"])

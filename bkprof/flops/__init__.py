@@ -6,7 +6,7 @@ The names below load their modules (and torch) on first use.
 
 from __future__ import annotations
 
-import importlib
+from bkprof._lazy import lazy_exports
 
 _SOURCES = {
     "analytic_components": "bkprof.flops.analytic",
@@ -18,15 +18,4 @@ _SOURCES = {
 }
 
 __all__ = list(_SOURCES)
-
-
-def __getattr__(name: str):
-    if name not in _SOURCES:
-        raise AttributeError(f"module 'bkprof.flops' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_SOURCES[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_SOURCES))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _SOURCES)

@@ -293,9 +293,9 @@ def _component(module: str | None) -> str:
     return UNATTRIBUTED_BACKWARD if module is None else component_of(module)
 
 
-def count_flops(layer: nn.Module, x: torch.Tensor, *, backward: bool = False, tensors: str = "auto") -> CountResult:
-    """A variant layer on `x` under the counter (`bkprof.count_flops`): eval-mode forward, or a
-    train-mode forward + backward from the layer's output (its statistics get no gradient).
+def count_layer_flops(layer: nn.Module, x: torch.Tensor, *, backward: bool = False, tensors: str = "auto") -> CountResult:
+    """A variant layer on `x` under the op counter of `bkprof.count_flops`, per component: eval-mode
+    forward, or a train-mode forward + backward from the layer's output (its statistics get no gradient).
 
     With `backward`, x requires grad (as it does inside a network). `tensors`: as in `bkprof.count_flops`.
     """

@@ -9,7 +9,7 @@ import torch
 
 from bkprof.flops.analytic import analytic_components, analytic_family_totals, backward_components
 from bkprof.flops.claims import claim_variants, evaluate_claims
-from bkprof.flops.counter import count_flops
+from bkprof.flops.counter import count_layer_flops
 from bkprof.flops.fvcore_count import FvcoreCount, fvcore_count
 from bkprof.flops.published import published_accounting
 from bkprof.variants import VARIANTS, LayerConfig, build, registry
@@ -91,7 +91,7 @@ def _meta_count(name: str, c: LayerConfig, batch: int, backward: bool):
     with torch.device("cpu" if real else "meta"):
         model = build(name, c, seed=SEED)
         x = _input(c, batch) if real else torch.empty(batch, c.n_seq, c.d_model)
-    counted = count_flops(model, x, backward=backward, tensors="real" if real else "auto")
+    counted = count_layer_flops(model, x, backward=backward, tensors="real" if real else "auto")
     state_bytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers(), x])
     return counted, state_bytes + counted.created_bytes
 

@@ -64,7 +64,8 @@ def component_tables(key: str, breakdown: dict, payload: dict) -> list[Table]:
                "backward work goes to the component whose forward created the autograd node (sequence numbers). "
                "MFLOP and MB: op counter, one step, whole batch; MB = each op's tensor inputs and outputs once. "
                f"Peak: {roof.get('flops_source', 'unknown')}; bandwidth: {roof.get('bytes_source', 'unknown')}.")
-    tables = [Table(f"components: {key}", frame, formats, caption)]
+    tables = [Table(f"components: {key}", frame, formats, caption,
+                    essential=("phase", "component", "MFLOP", "FLOPs %", "ms/run", "time %"))]
     memory = breakdown["memory"]
     mem = pd.DataFrame(memory["at_peak"], columns=["phase", "component", "mib"])
     mem = mem.rename(columns={"mib": "MiB at peak (net)"})

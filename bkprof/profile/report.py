@@ -147,7 +147,8 @@ def _results_table(results, payload: dict) -> Table:
     if env["device"] != "cuda":
         caption += f" peak MiB: {how['memory']}."
     caption += _load_text(env)
-    return Table(f"bkprof profile ({env['device']})", frame, formats, caption)
+    return Table(f"bkprof profile ({env['device']})", frame, formats, caption,
+                 essential=("variant", "mode", "median ms", "tokens/s", "BK-Core", "note"))
 
 
 def _load_text(env: dict) -> str:

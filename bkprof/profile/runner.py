@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 import torch
 
 from bkprof import machine
-from bkprof.flops.counter import count_flops
+from bkprof.flops.counter import count_layer_flops
 from bkprof.profile.components import ComponentRanges, attribute, breakdown, live_bytes
 from bkprof.profile.memory import MIB, PeakMemory, is_out_of_memory, release
 from bkprof.profile.ops import PROFILED_RUNS, profile_ops
@@ -196,7 +196,7 @@ def _measure_row(row: _Row, name, config, mode, settings: ProfileSettings, timer
         extras["ops"] = None
     if settings.components:
         row.phase = "counting FLOPs and bytes"
-        counted = count_flops(model, pool[0], backward=mode == "train")
+        counted = count_layer_flops(model, pool[0], backward=mode == "train")
         extras["components"] = breakdown(found["attribution"], counted, PROFILED_RUNS)
         if device.type != "cuda":
             row["peak_mib"] = found["attribution"].peak_bytes / MIB

@@ -29,7 +29,7 @@ TEMPLATE = "report.html.j2"
 _FG, _BG = "#010203", "#fefdfc"
 _SVG_COLOURS = {_FG: "var(--fg)", "#000000": "var(--fg)", _BG: "var(--bg)"}
 # Verdict columns, whose cells are coloured: a claim or a gate row that holds or fails.
-_VERDICT_HEADERS = ("holds", "status", "ppl side", "FLOPs side", "passed")
+_VERDICT_HEADERS = ("holds", "status", "verdict", "ppl side", "FLOPs side", "passed")
 _GOOD = re.compile(r"^(yes|holds|PASS|pass)\b")
 _BAD = re.compile(r"^(NO|no|fails|FAIL|fail)\b")
 
@@ -327,12 +327,27 @@ def _profile(doc: dict, section: Section) -> list:
 def _validate(doc: dict, section: Section) -> list:
     from bkprof.validate.report import validate_report
 
+    from collections import Counter
+
     claims = doc["summary"]["claims"]
-    ppl = [c for c in claims if (c.get("ppl") or {}).get("holds") is not None]
-    section.summary = (f"{sum(bool(c['ppl']['holds']) for c in ppl)} of {len(ppl)} measured quality claims hold "
-                       f"on perplexity; {len(doc['runs'])} runs.")
+    verdicts = Counter(_ppl_verdicts(claims))
+    said = ", ".join(f"{n} {verdict}" for verdict, n in verdicts.most_common()) or "none measured"
+    section.summary = f"{len(claims)} published quality claims, perplexity verdicts: {said}; {len(doc['runs'])} runs."
     section.figures += _validate_figures(doc)
     return _claims_first(validate_report(doc).tables, lambda t: "claims" in t.title.lower())
+
+
+def _ppl_verdicts(claims: list[dict]) -> list[str]:
+    """Each perplexity verdict of the claims: one per reference (`verdict`), or one per claim (`holds`, older documents)."""
+    verdicts = []
+    for claim in claims:
+        ppl = claim.get("ppl")
+        for entry in ppl if isinstance(ppl, list) else [ppl] if isinstance(ppl, dict) else []:
+            if entry.get("verdict") is not None:
+                verdicts.append(str(entry["verdict"]))
+            elif entry.get("holds") is not None:
+                verdicts.append("holds" if entry["holds"] else "fails")
+    return verdicts
 
 
 def _validate_figures(doc: dict) -> list:

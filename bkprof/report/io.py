@@ -140,9 +140,11 @@ def check_output(path: str | os.PathLike, option: str | None = None) -> Path:
     `option` (e.g. "--output") goes in front of the path in the message.
     """
     given = _named(path, option)
-    path = Path(path)
     if os.fspath(path) == "":
         raise OutputError(f"cannot write {given}: an empty path")
+    if os.fspath(path).endswith("/") and not _in_place(Path(path)):  # Path() would drop the slash
+        raise OutputError(f"cannot write {given}: names a folder (it ends in /), not a file")
+    path = Path(path)
     if path.is_dir():
         raise OutputError(f"cannot write {given}: is a folder, not a file")
     if _in_place(path):
@@ -177,11 +179,16 @@ def _write_in_place(path: Path, data: bytes) -> None:
     # O_APPEND: /dev/stdout redirected to a file keeps what was printed before
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
     finally:
         os.close(fd)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is written (one call may write fewer)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _umask() -> int:
@@ -231,9 +238,10 @@ class OutputSet:
 
     Create it before the work (the path is checked then), write the files into `staging`, then
     `commit(config)`; `discard()` (or leaving the `with` block by an exception) removes everything.
-    An existing folder is replaced whole, but only when it is empty, an earlier bkprof set (it has a
-    manifest), or holds nothing but files with the `suffixes` this set writes; anything else is an
-    OutputError, so a mistyped path never deletes someone's folder.
+    An existing folder is replaced whole, but only when it is empty or holds exactly files its
+    manifest lists (an earlier bkprof set); anything else, even one file, is an OutputError before
+    the work, so bkprof deletes only files it wrote. `suffixes` (what the set writes) is kept for
+    the callers; it no longer makes a folder without a manifest replaceable.
     """
 
     def __init__(self, path: str | os.PathLike, option: str | None = None, suffixes: tuple[str, ...] = ()):
@@ -250,13 +258,18 @@ class OutputSet:
         target = Path(os.path.realpath(self.path))
         if os.path.lexists(target) and not target.is_dir():
             raise OutputError(f"cannot write {self.given}: is a file, not a folder")
-        if target.is_dir() and not _replaceable(target, suffixes):
-            raise OutputError(f"cannot write {self.given}: the folder holds files bkprof did not write (no {MANIFEST}); "
-                              "give a new or empty folder")
+        if target.is_dir():
+            self._refuse_foreign(target)
         if target == target.parent:
             raise OutputError(f"cannot write {self.given}: cannot replace the root folder")
         _check_parent(target, self.given)
         return target
+
+    def _refuse_foreign(self, target: Path) -> None:
+        foreign = _foreign(target)
+        if foreign is not None:
+            raise OutputError(f"cannot write {self.given}: the folder holds files bkprof did not write ({foreign}, "
+                              f"not listed in a {MANIFEST}); give a new or empty folder")
 
     def open(self) -> Path:
         """Create the staging folder (a hidden sibling of the target) and return it."""
@@ -293,7 +306,8 @@ class OutputSet:
             os.chmod(staging, self.mode)
             with _locked(self.target.parent):
                 old = self._swap_in(staging)
-            _untrack(str(staging))
+            if old != staging:
+                _untrack(str(staging))
             self.staging = None
             _fsync_folder(self.target.parent)
         except BaseException:
@@ -305,23 +319,82 @@ class OutputSet:
         return self.path
 
     def _swap_in(self, staging: Path) -> Path | None:
-        """Rename the old set aside, the new one into place; the old one is returned for removal."""
-        old = None
-        if os.path.lexists(self.target):
-            if not self.target.is_dir():
-                raise OutputError(f"cannot write {self.given}: became a file while bkprof ran")
-            old = Path(tempfile.mkdtemp(dir=self.target.parent, prefix=f".{self.target.name}{_TEMP_MARK}old-"))
-            _track(str(old))
+        """Put the new set in place of the old one; returns where the old one now is, for removal.
+
+        At every instant one whole set is at the target: the two folders are exchanged in one
+        rename (Linux renameat2 RENAME_EXCHANGE), so even SIGKILL cannot fall between two renames.
+        Where the system cannot exchange, the old set is renamed aside and the new one in with
+        SIGINT, SIGTERM and SIGHUP held back in between (SIGKILL there leaves the old set whole,
+        under its hidden `.NAME.bkprof-tmp-old-*` name)."""
+        if not os.path.lexists(self.target):
+            os.rename(staging, self.target)
+            return None
+        if not self.target.is_dir():
+            raise OutputError(f"cannot write {self.given}: became a file while bkprof ran")
+        self._refuse_foreign(self.target)  # again under the lock: a file may have appeared meanwhile
+        if _exchange(staging, self.target):
+            return staging
+        old = Path(tempfile.mkdtemp(dir=self.target.parent, prefix=f".{self.target.name}{_TEMP_MARK}old-"))
+        with signals_held():
             os.replace(self.target, old / "set")
-        os.rename(staging, self.target)
+            os.rename(staging, self.target)
+            _track(str(old))
         return old
 
 
-def _replaceable(folder: Path, suffixes: tuple[str, ...]) -> bool:
-    entries = list(folder.iterdir())
-    if not entries or (folder / MANIFEST).is_file():
+def _foreign(folder: Path) -> str | None:
+    """The first file in `folder` (its subfolders too) that the folder's manifest does not list, or
+    the first file at all when there is no readable manifest; None when every file is listed."""
+    found = []
+    for root, folders, files in os.walk(folder):
+        links = [name for name in folders if os.path.islink(os.path.join(root, name))]  # os.walk does not enter them
+        found += [os.path.relpath(os.path.join(root, name), folder) for name in files + links]
+    found = sorted(name for name in found if name != MANIFEST)
+    if not found:
+        return None
+    listed = _listed(folder / MANIFEST)
+    return next((name for name in found if name not in listed), None)
+
+
+def _listed(manifest: Path) -> set[str]:
+    """The files a manifest says its set holds; none when it is missing or not a bkprof manifest."""
+    try:
+        files = json.loads(manifest.read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return set()
+    return {name for name in files if isinstance(name, str)} if isinstance(files, list) else set()
+
+
+def _exchange(new: Path, old: Path) -> bool:
+    """Swap two folders in one atomic rename; False where the system or the file system cannot."""
+    import ctypes
+    import errno
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_cwd, exchange = -100, 2  # AT_FDCWD, RENAME_EXCHANGE
+    if renameat2(at_cwd, os.fsencode(new), at_cwd, os.fsencode(old), exchange) == 0:
         return True
-    return bool(suffixes) and all(e.is_file() and not e.is_symlink() and e.suffix in suffixes for e in entries)
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), os.fspath(old))
+
+
+@contextlib.contextmanager
+def signals_held():
+    """SIGINT, SIGTERM and SIGHUP wait until the block ends (main thread; elsewhere Python runs no handler)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _fsync_file(path: Path) -> None:
@@ -358,10 +431,14 @@ def manifest(config: dict | None, files: list[str]) -> dict:
 
 
 @contextlib.contextmanager
-def output_folders(specs: list[tuple[str | os.PathLike | None, str, tuple[str, ...]]], config: dict | None = None):
+def output_folders(specs: list[tuple[str | os.PathLike | None, str, tuple[str, ...]]], config: dict | None = None,
+                   files: list[tuple[str | os.PathLike | None, str]] = ()):
     """Staging folders for (path, option, suffixes) specs, None where no path is given; committed
     together when the block ends normally, discarded when it raises. Two specs naming one folder
-    share one set; a folder inside another spec's folder is a subfolder of that set."""
+    share one set; a folder inside another spec's folder is a subfolder of that set. `files`, the
+    command's (path, option) output files, may not lie in or over one of the folders: refused
+    before the work (the set would replace the file, or the file land in the set)."""
+    _refuse_files_in_folders(specs, files)
     chosen = {i: OutputSet(path, option, suffixes) for i, (path, option, suffixes) in enumerate(specs) if path is not None}
     outer: dict[Path, OutputSet] = {}
     for candidate in sorted(chosen.values(), key=lambda c: len(c.target.parts)):
@@ -380,6 +457,34 @@ def output_folders(specs: list[tuple[str | os.PathLike | None, str, tuple[str, .
             folder = outer[home].staging / target.relative_to(home)
             folder.mkdir(parents=True, exist_ok=True)
             folders.append(folder)
-        yield folders
-        for candidate in outer.values():
-            candidate.commit(config)
+        with _named_errors(outer.values()):
+            yield folders
+            for candidate in outer.values():
+                candidate.commit(config)
+
+
+def _refuse_files_in_folders(specs, files) -> None:
+    for file, file_option in files:
+        if file is None:
+            continue
+        where = Path(file).absolute()
+        for folder, folder_option, _ in specs:
+            if folder is not None and (where == Path(folder).absolute() or where.is_relative_to(Path(folder).absolute())
+                                       or Path(folder).absolute().is_relative_to(where)):
+                raise OutputError(f"{file_option} {file} and {folder_option} {folder} overlap: give the report file "
+                                  "and the folder different places")
+
+
+@contextlib.contextmanager
+def _named_errors(sets):
+    """A write into a set that fails (a full disk) is an OutputError naming the option and the folder
+    given, not the hidden staging file; other OSErrors (an input that cannot be read) pass as they are."""
+    try:
+        yield
+    except OSError as error:
+        where = os.path.abspath(os.fsdecode(error.filename)) if error.filename else None
+        for candidate in sets:
+            homes = [str(p) for p in (candidate.staging, candidate.target) if p is not None]
+            if where is None or any(where.startswith(home) for home in homes) or _TEMP_MARK in where:
+                raise OutputError(f"cannot write {candidate.given}: {error.strerror or error}") from None
+        raise

@@ -16,6 +16,9 @@ class Table:
     frame: Any
     formats: dict[str, str] = field(default_factory=dict)
     caption: str = ""
+    # the columns a narrow terminal keeps when all of them do not fit side by side (empty: show the
+    # table as one record per row instead)
+    essential: tuple[str, ...] = ()
 
 
 @dataclass

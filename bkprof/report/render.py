@@ -162,6 +162,9 @@ def to_rich(table: Table, width: int = FILE_WIDTH):
         widths = _widths(columns, width, pad)
         if widths is not None:
             return _rich_table(columns, widths, pad, title=table.title, caption=table.caption)
+    compact = _essential_layout(table, columns, width)
+    if compact is not None:
+        return compact
     records = _record_columns(table.frame.columns, rows)
     # the last layout breaks every word but numbers; narrower than a number, numbers break too
     layouts = [(pad, soft) for soft in (SOFT_WORD, SHORT_SOFT_WORD, 1) for pad in (1, 0)]
@@ -174,6 +177,24 @@ def to_rich(table: Table, width: int = FILE_WIDTH):
         widths = [field, max(1, width - 3 - field)]
     return _rich_table(records, widths, pad, title=table.title, caption=table.caption, show_header=False,
                        sections=len(table.frame.columns))
+
+
+def _essential_layout(table: Table, columns: list[_Column], width: int):
+    """The table's essential columns side by side, its caption saying what was left out and how wide
+    a terminal shows everything; None when it has none or they do not fit either."""
+    kept = [c for c in columns if c.header in table.essential]
+    if not kept or len(kept) == len(columns):
+        return None
+    for pad in (1, 0):
+        widths = _widths(kept, width, pad)
+        if widths is not None:
+            left_out = ", ".join(c.header for c in columns if c not in kept)
+            full = sum(max(c.natural(), c.minimum(SOFT_WORD)) for c in columns) + len(columns) + 1
+            caption = (f"{table.caption} " if table.caption else "") + (
+                f"Left out at this width: {left_out} (all columns from {full} columns, or with --format "
+                "markdown, csv or json).")
+            return _rich_table(kept, widths, pad, title=table.title, caption=caption)
+    return None
 
 
 # ---- formats ------------------------------------------------------------------------------------
@@ -204,7 +225,9 @@ def render_text(report: Report, width: int = FILE_WIDTH) -> str:
 
 def render(report: Report, fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(report.payload, indent=2, default=_json_default) + "\n"
+        from bkprof.report.records import finite_json
+
+        return finite_json(report.payload, default=_json_default) + "\n"
     if fmt == "csv":
         return report.results.frame.to_csv(index=False)
     if fmt == "markdown":

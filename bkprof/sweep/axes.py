@@ -23,6 +23,7 @@ class Axis:
     name: str      # the LayerConfig field, or "batch"
     kind: type     # int, float or str
     choices: tuple[str, ...] = ()
+    minimum: int | None = None  # for an axis LayerConfig does not check itself (batch)
 
     @property
     def option(self) -> str:
@@ -38,7 +39,7 @@ AXES: dict[str, Axis] = {a.name: a for a in (
     Axis("sparsity", float),
     Axis("downsample", int),
     Axis("interp", str, INTERPOLATIONS),
-    Axis("batch", int),
+    Axis("batch", int, minimum=1),
 )}
 
 
@@ -52,6 +53,9 @@ def parse_axis(name: str, text: str) -> list:
             raise ValueError(f"{axis.option} {text!r}: empty item")
         values += _parse_item(axis, item)
     unique = list(dict.fromkeys(values))
+    low = next((v for v in unique if axis.minimum is not None and v < axis.minimum), None)
+    if low is not None:
+        raise ValueError(f"{axis.option} {text!r}: {low} is below {axis.minimum}")
     if len(unique) > MAX_VALUES:
         raise ValueError(f"{axis.option} {text!r} gives {len(unique)} values, more than {MAX_VALUES}")
     return unique

@@ -28,14 +28,14 @@ def flops_measure(train: bool = False, count: bool = False, device: str = "cpu")
         if train:
             row["analytic_train_flops"] = analytic_flops(variant, config, batch=batch, backward=True, device=device)
         if count:
-            from bkprof.flops.counter import count_flops
+            from bkprof.flops.counter import count_layer_flops
             from bkprof.sizes import check_fits
 
             check_fits([variant], config, batch, ["forward"], "cpu")
             from bkprof.variants import build
 
             x = torch.randn(batch, config.n_seq, config.d_model, generator=torch.Generator().manual_seed(0))
-            row["counted_flops"] = count_flops(build(variant, config), x).total()
+            row["counted_flops"] = count_layer_flops(build(variant, config), x).total()
         return row
 
     return measure

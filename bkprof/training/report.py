@@ -38,6 +38,8 @@ class ScheduleSettings:
         for option, value in (("--steps", self.steps), ("--every", self.every), ("--batch", self.batch)):
             if value is not None and (isinstance(value, bool) or value < 1):
                 raise ValueError(f"{option} must be a positive integer, got {value}")
+        if not self.delta > 0:  # the Huber loss divides by it; checked here, not after the projection
+            raise ValueError(f"--delta must be positive, got {self.delta}")
         if isinstance(self.runs, bool) or self.runs < 0:
             raise ValueError(f"--runs must be a non-negative integer, got {self.runs}")
         from bkprof.sizes import MAX_RUNS, MAX_STEPS

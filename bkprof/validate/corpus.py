@@ -91,21 +91,25 @@ class Vocabulary:
     def mask_id(self) -> int:
         return len(self.itos) - 1
 
+    def ids(self, text_words: list[str]) -> list[int]:
+        index = {w: i for i, w in enumerate(self.itos[:-1])}
+        unk = index[UNK]
+        return [index.get(w, unk) for w in text_words]
+
     def encode(self, text_words: list[str]):
         import torch
 
-        index = {w: i for i, w in enumerate(self.itos[:-1])}
-        unk = index[UNK]
-        return torch.tensor([index.get(w, unk) for w in text_words], dtype=torch.long)
+        return torch.tensor(self.ids(text_words), dtype=torch.long)
 
 
 @dataclass(frozen=True)
 class Corpus:
     files: CorpusFiles
     vocab: Vocabulary
-    train: "object"   # LongTensor of token ids
+    train: "object"   # LongTensor of token ids (a list of ids when loaded without torch)
     test: "object"
     fingerprint: str  # sha256 of both files' bytes: runs on different text never mix on --resume
+    test_whole: int | None = None  # the whole test text's tokens, where --test-tokens kept fewer
 
     def describe(self) -> dict:
         return {"folder": str(self.files.train.parent), "train_file": self.files.train.name,
@@ -115,14 +119,25 @@ class Corpus:
                         f"every line ends with {EOS}"}
 
 
-def load_corpus(folder: str | Path | None = None) -> Corpus:
+MIN_TRAIN_WORDS, MIN_TEST_WORDS = 100, 2  # below these the baselines and the scoring have nothing to work on
+
+
+def load_corpus(folder: str | Path | None = None, tensors: bool = True) -> Corpus:
+    """The corpus; `tensors=False` keeps the token ids as lists (no torch: what a report needs)."""
     files = corpus_files(folder)
     digest = hashlib.sha256()
     texts = []
     for path in (files.train, files.test):
         data = path.read_bytes()
         digest.update(data)
-        texts.append(data.decode("utf-8"))
+        try:
+            texts.append(data.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise ValueError(f"--corpus: {path} is not UTF-8 text (byte {error.start}: {error.reason})") from None
     train_words, test_words = words(texts[0]), words(texts[1])
+    for path, found, least in ((files.train, train_words, MIN_TRAIN_WORDS), (files.test, test_words, MIN_TEST_WORDS)):
+        if len(found) < least:  # the count baselines hold out part of the text; a model needs sequences
+            raise ValueError(f"--corpus: {path} has {len(found)} words (line ends included); at least {least} are needed")
     vocab = Vocabulary.from_words(train_words)
-    return Corpus(files, vocab, vocab.encode(train_words), vocab.encode(test_words), digest.hexdigest())
+    encode = vocab.encode if tensors else vocab.ids
+    return Corpus(files, vocab, encode(train_words), encode(test_words), digest.hexdigest())

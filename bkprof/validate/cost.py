@@ -11,31 +11,27 @@ from __future__ import annotations
 
 from collections import Counter
 
-import torch
-
-from bkprof.flops.analytic import analytic_components
-from bkprof.flops.claims import evaluate_claims
-from bkprof.flops.model_count import ModelCount, count_flops
-from bkprof.flops.published import published_accounting
-from bkprof.validate.model import FromEmbeddings, LanguageModel, StackOnly
-from bkprof.variants import VARIANTS
-
 CONVENTION = ("FLOPs = 2 per multiply-accumulate (bkprof op counter, CPU, vectorized BK-Core), train mode, "
               "forward + backward of one sequence divided by its N positions; embedding lookup, loss and "
               "optimizer step not counted")
 
 
-def counting_positions(n: int, groups: int) -> torch.Tensor:
+# torch loads inside the functions: the report (summary.py) reads CONVENTION without it
+def counting_positions(n: int, groups: int):
     """The hidden positions of the counted sequence: every `groups`-th one (n // groups of them, at least 1)."""
+    import torch
+
     where = torch.zeros(1, n, dtype=torch.bool)
     where[0, ::groups] = True
     return where
 
 
-def _train_step_flops(module: torch.nn.Module, x: torch.Tensor) -> ModelCount:
+def _train_step_flops(module, x):
     """Forward + backward under the op counter (`bkprof.count_flops`), train mode;
     the loss is the sum of the first output, whose own backward (an expand of the scalar seed) is
     free: every counted op is the model's forward or backward."""
+    from bkprof.flops.model_count import count_flops
+
     module.train()
     # where the model runs on real tensors (its routing's nonzero has no fake form), an existing
     # .grad would turn each gradient write into a counted accumulation
@@ -46,12 +42,16 @@ def _train_step_flops(module: torch.nn.Module, x: torch.Tensor) -> ModelCount:
     return counted
 
 
-def _step_total(counted: ModelCount) -> int:
+def _step_total(counted) -> int:
     return counted.total("forward") + counted.total("backward")
 
 
 def train_flops_per_token(spec, recipe, vocab) -> dict:
     """Whole model and blocks only, forward + backward, per token; ops the counter has no formula for."""
+    import torch
+
+    from bkprof.validate.model import FromEmbeddings, LanguageModel, StackOnly
+
     config = spec.layer_config(recipe).with_(backend="vectorized")
     model = LanguageModel(spec.variant, config, recipe.layers, vocab.size, vocab.predictable, seed=spec.seed)
     x = torch.randn(1, recipe.n_seq, recipe.d_model, generator=torch.Generator().manual_seed(0))
@@ -69,5 +69,11 @@ def train_flops_per_token(spec, recipe, vocab) -> dict:
 
 def layer_claims(spec, recipe) -> list[dict]:
     """bkprof flops' claims (published formula against the full forward count of one layer) at the run's config."""
-    config = spec.layer_config(recipe)
+    from bkprof.flops.analytic import analytic_components
+    from bkprof.flops.claims import evaluate_claims
+    from bkprof.flops.published import published_accounting
+    from bkprof.variants import VARIANTS
+
+    # counted with vectorized on the CPU, whatever backend the runs trained with (triton runs on CUDA only)
+    config = spec.layer_config(recipe).with_(backend="vectorized")
     return evaluate_claims(published_accounting(config), {name: analytic_components(name, config) for name in VARIANTS})

@@ -2,20 +2,24 @@
 
 A variant takes the values of the settings it has (sparsity for the layers with an importance
 mask, downsampling for the multi-scale ones; the product when it has both) and every seed. Each
-finished run is written to the runs file at once (the whole file rewritten atomically, so a crash
-never leaves half a line); `resume` keeps the runs already there and runs only the others. A run
-belongs to a grid when its recipe and corpus match.
+finished run is appended to the runs file at once, as one whole line under a lock of the file
+(`bkprof.report.records`), so several processes may share one runs file and a crash never leaves
+half a line that the next record is glued to; `resume` reads the runs already there (it never
+rewrites the file) and runs only the others. A run belongs to a grid when its recipe, its corpus
+and the test tokens it was scored on match.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bkprof.report.io import write_atomic
+from bkprof.report.records import (INTEGER, NUMBER, TEXT, RecordError, append_line, check_fields,
+                                   read_lines)
 from bkprof.validate.train import Recipe, RunSpec
 
 PROGRESS_EVERY = 10  # steps between progress messages from a worker process
@@ -41,48 +45,90 @@ def plan_runs(variants: list[str], sparsities: list[float], downsamples: list[in
     return [RunSpec(v, s, f, seed) for seed in range(seeds) for v, s, f in settings]
 
 
-def identity(spec: RunSpec, recipe: Recipe, corpus_sha: str) -> str:
-    return json.dumps({**spec.key(), "recipe": recipe.as_dict(), "corpus": corpus_sha}, sort_keys=True)
+def _scored_on(corpus) -> dict:
+    """What a run was scored on: the corpus files' hash, and the number of test tokens when --test-tokens
+    kept fewer than the whole test text. (The whole text adds nothing, so the identities of runs
+    recorded before --test-tokens was part of them, such as the committed H200 runs, still match.)"""
+    scored = {"corpus": corpus.fingerprint}
+    if corpus.test_whole is not None:
+        scored["test_tokens"] = len(corpus.test)
+    return scored
 
 
-def grid_identity(recipe: Recipe, corpus_sha: str) -> str:
-    return json.dumps({"recipe": recipe.as_dict(), "corpus": corpus_sha}, sort_keys=True)
+def identity(spec: RunSpec, recipe: Recipe, corpus) -> str:
+    """Everything that changes a run's numbers: its setting and seed, the recipe, the corpus and test tokens."""
+    return json.dumps({**spec.key(), "recipe": recipe.as_dict(), **_scored_on(corpus)}, sort_keys=True)
+
+
+def grid_identity(recipe: Recipe, corpus) -> str:
+    return json.dumps({"recipe": recipe.as_dict(), **_scored_on(corpus)}, sort_keys=True)
+
+
+# The fields of a runs-file record that --resume and the report read; a record without them is not a run.
+RUN_SCHEMA = {
+    "identity": (TEXT, False), "grid": (TEXT, False), "variant": (TEXT, False), "seed": (INTEGER, False),
+    "sparsity": (NUMBER, True), "downsample": (INTEGER, True), "test_ppl": (NUMBER, False),
+    "train_flops_per_token": (NUMBER, False), "blocks_train_flops_per_token": (NUMBER, True),
+    "achieved_sparsity": (NUMBER, True), "tokens_per_s": (NUMBER, True), "wall_s": (NUMBER, True),
+    "peak_mib": (NUMBER, True),
+}
+
+
+def _run_record(value, where: str) -> dict:
+    record = check_fields(value, RUN_SCHEMA, where)
+    if record["test_ppl"] <= 0:
+        raise RecordError(f"{where}: field 'test_ppl' must be positive, got {record['test_ppl']}")
+    return record
+
+
+_appended: dict[str, int] = {}  # runs this process appended, by runs file: what an interruption keeps
+
+
+def appended_runs(path: str | Path) -> int:
+    """How many runs this process has appended to the runs file at `path`."""
+    return _appended.get(str(path), 0)
 
 
 @dataclass
 class RunsFile:
-    """The JSON Lines record of finished runs."""
+    """The JSON Lines record of finished runs; `lines` holds each run once (a repeated record counts once)."""
 
     path: Path
     lines: list[dict]
 
     @classmethod
     def open(cls, path: str | Path, resume: bool) -> "RunsFile":
+        """The runs already in `path` (none when it is missing); a bad record is a ValueError naming its line."""
         path = Path(path)
         if not path.exists():
             return cls(path, [])
         if not resume:
             raise ValueError(f"--runs-file {path} already exists: pass --resume to continue it, "
                              "or name another file")
-        lines = []
-        for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if text.strip():
-                try:
-                    lines.append(json.loads(text))
-                except json.JSONDecodeError:
-                    raise ValueError(f"--runs-file {path}: line {number} is not JSON") from None
-        return cls(path, lines)
+        if path.stat().st_size == 0:
+            return cls(path, [])
+        unique: dict[str, dict] = {}
+        for record in read_lines(path, f"--runs-file {path}", _run_record):
+            unique.setdefault(record["identity"], record)
+        return cls(path, list(unique.values()))
 
     def finished(self) -> set[str]:
         return {r["identity"] for r in self.lines if "identity" in r}
 
-    def of_grid(self, recipe: Recipe, corpus_sha: str) -> list[dict]:
-        grid = grid_identity(recipe, corpus_sha)
+    def of_grid(self, recipe: Recipe, corpus) -> list[dict]:
+        grid = grid_identity(recipe, corpus)
         return [r for r in self.lines if r.get("grid") == grid]
 
     def append(self, record: dict) -> None:
+        """Append one run to the file, whole, under a lock: other processes' runs are never overwritten."""
+        if record.get("identity") in self.finished():
+            return  # already there (another process sharing the file cannot be seen here; readers dedupe)
+        try:
+            append_line(self.path, record, f"--runs-file {self.path}")
+        except OSError as error:
+            raise ValueError(f"cannot append to --runs-file {self.path}: {error.strerror or error}") from None
         self.lines.append(record)
-        write_atomic(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.lines))
+        _appended[str(self.path)] = _appended.get(str(self.path), 0) + 1
 
 
 def run_one(spec: RunSpec, recipe: Recipe, corpus, device_name: str, on_step=None) -> dict:
@@ -92,6 +138,8 @@ def run_one(spec: RunSpec, recipe: Recipe, corpus, device_name: str, on_step=Non
     from bkprof.profile.memory import PeakMemory
     from bkprof.validate.train import build_model, test_loss, train_model
 
+    if len(corpus.train) < recipe.n_seq + 2:  # a training sequence is n_seq inputs and their next words
+        raise ValueError(f"the training text has {len(corpus.train)} words, fewer than --n-seq {recipe.n_seq} + 2")
     device = torch.device(device_name)
     torch.manual_seed(20_000 + spec.seed)  # dropout and the Gumbel noise
     peak = PeakMemory(device)
@@ -101,13 +149,25 @@ def run_one(spec: RunSpec, recipe: Recipe, corpus, device_name: str, on_step=Non
     peak_mib = peak.peak_mib()
     start = time.perf_counter()
     scored = test_loss(model, corpus, recipe, device)
+    if not all(math.isfinite(v) for v in (scored["test_nll"], scored["test_ppl"], trained["final_train_loss"])):
+        # a diverged run (--lr 1e308, say) is a failed run, never a NaN in the runs file or the report
+        raise ValueError(f"training diverged (test perplexity {scored['test_ppl']}, "
+                         f"final training loss {trained['final_train_loss']})")
     return {**trained, **scored, "eval_s": time.perf_counter() - start, "peak_mib": peak_mib,
             "tokens_per_s": trained["train_tokens"] / trained["wall_s"], "device": device_name,
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
 
 
 def _worker(device_name: str, recipe: Recipe, corpus_args: tuple, tasks, results) -> None:
-    """A worker process: runs specs from `tasks` on its device until it reads None."""
+    """A worker process: runs specs from `tasks` on its device until it reads None.
+
+    It never outlives the parent: Ctrl-C (sent to the whole terminal's process group) is left to the
+    parent, which ends its workers, and the kernel sends SIGTERM when the parent dies any other way.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     import torch
 
     from bkprof.validate.corpus import load_corpus
@@ -123,3 +183,20 @@ def _worker(device_name: str, recipe: Recipe, corpus_args: tuple, tasks, results
             results.put(("done", spec, run_one(spec, recipe, corpus, device_name, step)))
         except Exception as error:  # one failing run (out of memory, say) must not stop the grid
             results.put(("failed", spec, f"{type(error).__name__}: {error}"))
+
+
+def _die_with_parent() -> None:
+    """SIGTERM this process when its parent dies, even by SIGKILL (Linux prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+    import multiprocessing
+    import os
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's terminate() on its way out is all there is
+        return
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # the parent died before the prctl took hold
+        os._exit(1)

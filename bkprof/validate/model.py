@@ -5,14 +5,45 @@ and a Linear head give the logits over the words. The layers see the whole seque
 G_ii depends on every position, the multi-scale pooling mixes neighbours, the importance predictor
 and the interpolator are convolutions), so the model is trained and scored on masked words: the
 positions to predict read <mask> at the input, and only their logits are computed.
+
+The reference model (`REFERENCE`, "transformer": not a registered BK variant) swaps the blocks for
+pre-norm `nn.TransformerEncoderLayer`s of the same width and depth; everything else is the same.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
+from bkprof.validate.train import REFERENCE
 from bkprof.variants import LayerConfig, build
+
+
+def transformer_block(config: LayerConfig) -> nn.Module:
+    """The reference block: a pre-norm Transformer encoder layer of the same width (SDPA attention,
+    feed-forward 2d with ReLU like one expert, the same dropout), heads = d // 32 (at least 1).
+
+    It is a whole residual block itself (x + attn(LN(x)), then x + ffn(LN(x))), so it stands in for
+    `Block`; no attention mask: like the BK layers it sees the whole sequence (masked-word objective)."""
+    return nn.TransformerEncoderLayer(config.d_model, reference_heads(config.d_model), 2 * config.d_model,
+                                      config.dropout, activation="relu", batch_first=True, norm_first=True)
+
+
+def reference_heads(d_model: int) -> int:
+    return max(1, d_model // 32)
+
+
+class ReferenceBlock(nn.Module):
+    def __init__(self, config: LayerConfig, seed: int):
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.layer = transformer_block(config)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        return self.layer(x), {}
 
 
 class Block(nn.Module):
@@ -31,7 +62,8 @@ class Stack(nn.Module):
 
     def __init__(self, variant: str, config: LayerConfig, layers: int, seed: int):
         super().__init__()
-        self.blocks = nn.ModuleList(Block(variant, config, seed * 1000 + i) for i in range(layers))
+        block = ReferenceBlock if variant == REFERENCE else partial(Block, variant)
+        self.blocks = nn.ModuleList(block(config, seed * 1000 + i) for i in range(layers))
         self.norm = nn.LayerNorm(config.d_model)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
@@ -51,6 +83,7 @@ class LanguageModel(nn.Module):
             self.embed = nn.Embedding(vocab_size, config.d_model)
             self.head = nn.Linear(config.d_model, predictable)
         self.stack = Stack(variant, config, layers, seed)
+        self.num_experts = config.num_experts
 
     def forward(self, tokens: torch.Tensor, where: torch.Tensor | None = None) -> tuple[torch.Tensor, list[dict]]:
         """Logits (K, V) at the K positions `where` (a (B, N) bool mask; None: every position) and the blocks' stats."""

@@ -30,11 +30,15 @@ def importance_mask(scores: torch.Tensor, kept: int, tau: float, training: bool)
 
     Training: Gumbel-sigmoid with a straight-through hard threshold, so the scores get gradients.
     Inference: exactly the `kept` highest-scoring positions of each sequence.
+    When `kept` is every position (sparsity 0, validate's no-skip control) the mask is exactly 1.0
+    everywhere in both modes: the same ops run (so the counted FLOPs do not change), but the training
+    threshold passes every position, and 1 - soft + soft rounds to exactly 1.0 for soft in [0, 1].
     """
     if training:
         u = torch.rand_like(scores).clamp(1e-6, 1 - 1e-6)
         soft = torch.sigmoid((scores + u.log() - (1 - u).log()) / tau)
-        return (soft > 0.5).to(soft.dtype) - soft.detach() + soft
+        threshold = 0.5 if kept < scores.shape[-1] else -1.0
+        return (soft > threshold).to(soft.dtype) - soft.detach() + soft
     top = scores.topk(kept, dim=-1).indices
     return torch.zeros_like(scores).scatter(-1, top, 1.0)
 
