@@ -321,3 +321,18 @@ def progress_bar(total: int, description: str):
         task = bar.add_task(description, total=total)
         yield lambda text, advance=None, completed=None, total=None: bar.update(
             task, description=text, advance=advance, completed=completed, total=total)
+
+
+def warn_if_busy(rows: list[dict]) -> None:
+    """A line on stderr when rows were timed while other processes kept the CPU busy (bkprof.machine)."""
+    import textwrap
+
+    from bkprof import machine
+    from bkprof.report.render import console_width
+
+    busy = [r["others_busy_cores"] for r in rows if machine.is_busy(r.get("others_busy_cores"))]
+    if busy:
+        text = (f"warning: other processes used up to {max(busy):.1f} of {machine.cores()} cores during "
+                f"{len(busy)} of {len(rows)} rows (see their others_busy_cores): timings on a shared CPU can be many "
+                "times slower; measure on an idle machine")
+        typer.echo(textwrap.fill(text, console_width(), break_long_words=False), err=True)
