@@ -169,7 +169,7 @@ def test_out_of_memory_marks_its_row_and_the_others_still_run(monkeypatch):
     frame = result.frame.set_index("variant")
     assert result.failed
     assert frame.loc["sparse", "status"] == "out of memory"
-    assert frame.loc["sparse", "note"] == "out of memory during timing"
+    assert frame.loc["sparse", "note"].startswith("out of memory during timing")  # a busy machine adds its mark
     assert frame.loc["sparse", ["median_ms", "time_vs_dense"]].isna().all()
     assert (frame.loc[["dense", "multiscale"], "status"] == "ok").all()
     assert frame.loc["multiscale", "median_ms"] > 0

@@ -439,7 +439,7 @@ def test_validate_exits_1_with_one_line_per_failed_run(tmp_path):
     corpus.mkdir()
     (corpus / "valid.txt").write_text(" ".join(f"w{i % 7}" for i in range(150)))  # 151 words with the line end
     (corpus / "test.txt").write_text("w1 w2 w3")
-    result = runner.invoke(app, [*V, "--n-seq", "256", "--seeds", "2", "--corpus", str(corpus),
+    result = runner.invoke(app, [*V, "--n-seq", "256", "--seeds", "2", "--corpus", str(corpus), "--no-reference",
                                  "--runs-file", str(tmp_path / "runs.jsonl"), "--format", "json"])
     assert result.exit_code == 1, result.output
     assert result.stderr.strip().splitlines() == [

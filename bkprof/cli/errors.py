@@ -48,14 +48,15 @@ def _say(message: str) -> None:
     print(f"bkprof: error: {message}", file=sys.stderr, flush=True)  # click 8.1's test runner reads an unflushed stream
 
 
-class LazyMetavar(str):
-    """A metavar read when the command's options are first needed (Command.get_params).
+class LazyText(str):
+    """An option's help text read when the command's options are first needed (Command.get_params),
+    so a choice option can list a registry's names as they are then.
 
-    A str, not a bare function: some typer releases call string methods on every metavar while the
-    command is built."""
+    A str, not a bare function: some typer releases call string methods on every help text and
+    metavar while the command is built."""
 
     def __new__(cls, read: Callable[[], str]):
-        self = super().__new__(cls, "CHOICE")
+        self = super().__new__(cls, "")
         self.read = read
         return self
 
@@ -69,8 +70,8 @@ class _FlagsWithoutType:
         for param in params:
             if getattr(param, "is_flag", False) and param.metavar is None:
                 param.metavar = ""
-            elif isinstance(param.metavar, LazyMetavar):  # choices read only now (options.choice_option)
-                param.metavar = param.metavar.read()
+            if isinstance(getattr(param, "help", None), LazyText):  # choices read only now (options.choice_option)
+                param.help = param.help.read()
         return params
 
 

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Callable, Optional, Sequence
 
 import typer
 
-from bkprof.cli.errors import BadInput, LazyMetavar
+from bkprof.cli.errors import BadInput, LazyText
 from bkprof.report.model import FORMATS
 from bkprof.sizes import MAX_RUNS, MAX_STEPS  # noqa: F401  (the commands' bounds, from the library)
 from bkprof.variants import registry
@@ -109,7 +109,10 @@ def choice_option(option: str, help: str, choices: Sequence[str] | Callable[[], 
     """`choices`: the library's tuple, or a function returning it (read when --help or the value is
     parsed, so a tuple behind a heavy import does not slow start-up and a registry stays live)."""
     listed = choices if callable(choices) else (lambda: choices)
-    return typer.Option(option, help=help, metavar=LazyMetavar(lambda: "|".join(listed())), parser=_choice(option, listed))
+    # the choices go in the help text, which wraps between words; as a metavar ("a|b|c") a terminal
+    # too narrow for the list broke it mid-word
+    listing = LazyText(lambda: f"{help} One of: {', '.join(listed())}.")
+    return typer.Option(option, help=listing, metavar="NAME", parser=_choice(option, listed))
 
 
 
@@ -318,3 +321,18 @@ def progress_bar(total: int, description: str):
         task = bar.add_task(description, total=total)
         yield lambda text, advance=None, completed=None, total=None: bar.update(
             task, description=text, advance=advance, completed=completed, total=total)
+
+
+def warn_if_busy(rows: list[dict]) -> None:
+    """A line on stderr when rows were timed while other processes kept the CPU busy (bkprof.machine)."""
+    import textwrap
+
+    from bkprof import machine
+    from bkprof.report.render import console_width
+
+    busy = [r["others_busy_cores"] for r in rows if machine.is_busy(r.get("others_busy_cores"))]
+    if busy:
+        text = (f"warning: other processes used up to {max(busy):.1f} of {machine.cores()} cores during "
+                f"{len(busy)} of {len(rows)} rows (see their others_busy_cores): timings on a shared CPU can be many "
+                "times slower; measure on an idle machine")
+        typer.echo(textwrap.fill(text, console_width(), break_long_words=False), err=True)

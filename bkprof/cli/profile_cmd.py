@@ -13,7 +13,7 @@ from bkprof.cli.errors import BadInput, Command
 from bkprof.cli.options import (MAX_RUNS, FormatOpt, LayerOptions, Output, Variants, checked_backend, checked_device,
                                 choice_option, device_option, emit_report, flag, integer_option, non_negative,
                                 number_option, output_folder_option, positive, profile_modes, progress_bar,
-                                variant_names, with_layer_options)
+                                variant_names, warn_if_busy, with_layer_options)
 from bkprof.cli.report_cmd import HtmlOpt, write_page
 
 
@@ -98,7 +98,7 @@ def _profile(config, names, settings, format, output, trace, plot, peak_tflops, 
             write_rooflines(report.payload, plot_folder)
     emit_report(report, format, output)
     write_page(report, html)
-    _warn_if_busy(report.payload["rows"])
+    warn_if_busy(report.payload["rows"])
     if result.failed:
         raise typer.Exit(1)
 
@@ -113,20 +113,6 @@ def _threads(threads: int | None) -> int:
     if threads is not None:
         return positive("--threads", threads, MAX_THREADS)
     return min(torch.get_num_threads(), machine.default_threads())
-
-
-def _warn_if_busy(rows: list[dict]) -> None:
-    import textwrap
-
-    from bkprof import machine
-    from bkprof.report.render import console_width
-
-    busy = [r["others_busy_cores"] for r in rows if machine.is_busy(r.get("others_busy_cores"))]
-    if busy:
-        text = (f"warning: other processes used up to {max(busy):.1f} of {machine.cores()} cores during "
-                f"{len(busy)} of {len(rows)} rows (marked in their note): timings on a shared CPU can be many "
-                "times slower; measure on an idle machine")
-        typer.echo(textwrap.fill(text, console_width(), break_long_words=False), err=True)
 
 
 def _settings(device: str, modes, batch: int, warmup: int, runs: int, graphs: bool, ops: int, components: bool):

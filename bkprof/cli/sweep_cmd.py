@@ -8,7 +8,7 @@ from bkprof.cli import app
 from bkprof.cli.errors import BadInput, Command
 from bkprof.cli.options import (FormatOpt, Output, Variants, checked_backend, checked_device, choice_option,
                                 device_option, emit_report, flag, integer_option, output_folder_option, profile_modes,
-                                progress_bar, text_option, variant_names)
+                                progress_bar, text_option, variant_names, warn_if_busy)
 from bkprof.sweep.axes import AXES
 from bkprof.sweep.job import DATA_SUFFIXES, PLOT_SUFFIXES, PRESETS
 from bkprof.variants.fields import FIELDS
@@ -81,3 +81,4 @@ def sweep(
         save_outputs(report, plan, data_folder, plot_folder)
 
     emit_report(report, format, output)
+    warn_if_busy(report.payload["rows"])

@@ -45,7 +45,7 @@ def profile_measure(device: str, mode: str, warmup: int, runs: int):
     """Time and memory of one step of the layer through `bkprof.profile` (the `bkprof profile` harness).
 
     Columns: median_ms, p10_ms, p90_ms (one step, whole batch), bk_core_ms (the BK-Core alone),
-    peak_mib (CUDA only). An out-of-memory row becomes the point's error.
+    peak_mib (CUDA only), others_busy_cores (how busy other processes kept the CPU meanwhile). An out-of-memory row becomes the point's error.
     """
 
     def measure(variant: str, config: LayerConfig, batch: int) -> dict:
@@ -65,7 +65,7 @@ def profile_measure(device: str, mode: str, warmup: int, runs: int):
     return measure
 
 
-PROFILE_COLUMNS = ("median_ms", "p10_ms", "p90_ms", "bk_core_ms", "peak_mib")
+PROFILE_COLUMNS = ("median_ms", "p10_ms", "p90_ms", "bk_core_ms", "peak_mib", "others_busy_cores")
 
 
 def _plain(value):

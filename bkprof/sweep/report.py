@@ -20,6 +20,8 @@ COLUMNS = {
     "p90_ms": "90th percentile of the step time",
     "bk_core_ms": "median time of the BK-Core alone",
     "peak_mib": "CUDA peak memory of the row, MiB (not measured on the CPU)",
+    "others_busy_cores": "CPU time other processes used while the row was timed, in cores; above 0.5 the "
+                         "machine was busy and the row's times can be many times slower",
     "error": "why the point has no numbers (invalid config, out of memory, ...)",
 }
 # integer counts (a NaN in a failed row would otherwise turn them into floats in the CSV)
@@ -43,6 +45,15 @@ def metrics_present(rows: list[dict], candidates) -> list[str]:
 
 def sweep_scaling(plan: SweepPlan, rows: list[dict]) -> list[dict]:
     return scaling_rows(rows, metrics_present(rows, FLOPS_METRICS + TIME_METRICS), swept_group(plan))
+
+
+def machine_state() -> dict:
+    """Cores, torch's CPU threads and the load average as the report is made (timings are per row)."""
+    import torch
+
+    from bkprof import machine
+
+    return {"cores": machine.cores(), "torch_threads": torch.get_num_threads(), "load_average_1m": machine.load_average()}
 
 
 def sweep_report(plan: SweepPlan, rows: list[dict], settings: dict) -> Report:
@@ -74,6 +85,7 @@ def sweep_report(plan: SweepPlan, rows: list[dict], settings: dict) -> Report:
         "fixed": {k: v for k, v in plan.reference().items() if k not in plan.axes},
         "variants": plan.variants,
         "settings": settings,
+        "machine": machine_state(),
         "rows": rows,
         "scaling": scaling,
     }
