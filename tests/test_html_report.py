@@ -322,3 +322,16 @@ def test_offline_the_page_requests_nothing_and_follows_the_dark_scheme(page, tmp
         assert colours["figure"] == colours["body"], colours
     finally:
         _close(playwright, context)
+
+
+def test_validate_html_writes_its_run(tmp_path):
+    page, data = tmp_path / "validate.html", tmp_path / "validate.json"
+    done = _run("validate", "--variant", "dense", "--no-controls", "--no-reference", "--tokens", "256",
+                "--test-tokens", "200", "--d-model", "8", "--n-seq", "16", "--layers", "1", "--batch", "2",
+                "--runs-file", str(tmp_path / "runs.jsonl"), "--format", "json", "--output", str(data),
+                "--html", str(page))
+    assert done.exit_code == 0, done.output
+    doc = json.loads(data.read_text())
+    html = page.read_text(encoding="utf-8")
+    ppl = doc["runs"][0]["test_ppl"]
+    assert 'data-kind="validate"' in html and f"{ppl:,.2f}" in html

@@ -9,6 +9,7 @@ from bkprof.cli.errors import BadInput, Command
 from bkprof.cli.options import (FormatOpt, Output, Variants, checked_backend, checked_device, device_option, emit_report, flag,
                                 integer_option, number_option, output_folder_option, positive, progress_bar,
                                 text_option, variant_names)
+from bkprof.cli.report_cmd import HtmlOpt, write_page
 from bkprof.cli.runs import checked_grid_fits, checked_runs_file, failed_runs, interrupted_keeps
 from bkprof.variants.fields import FIELDS
 
@@ -105,6 +106,7 @@ def validate(
         "--plot", "Save ppl_vs_flops.png and ppl_vs_time.png here", PLOT_SUFFIXES)] = None,
     format: FormatOpt = "table",
     output: Output = None,
+    html: HtmlOpt = None,
 ) -> None:
     from bkprof.report.io import output_folders
     from bkprof.sizes import MAX_JOBS, MAX_LAYERS, MAX_SEEDS
@@ -133,7 +135,7 @@ def validate(
         if not report_only:
             checked_grid_fits(plan)
         with output_folders([(plot, "--plot", PLOT_SUFFIXES)], {"command": "validate"},
-                            files=[(output, "--output"), (runs_file, "--runs-file")]) as (plot_folder,):
+                            files=[(output, "--output"), (runs_file, "--runs-file"), (html, "--html")]) as (plot_folder,):
             with progress_bar(None, "validate") as update, interrupted_keeps(runs_file):
                 doc = run_grid(plan, progress=lambda advance, text: update(text, advance=advance),
                                on_total=lambda total: update("training", total=total))
@@ -145,5 +147,7 @@ def validate(
         raise BadInput(str(error)) from None
     from bkprof.validate.report import validate_report
 
-    emit_report(validate_report(doc), format, output)  # a full disk: one line naming --output
+    report = validate_report(doc)
+    emit_report(report, format, output)  # a full disk: one line naming --output
+    write_page(report, html)
     failed_runs(doc["failed"])
