@@ -152,3 +152,29 @@ def test_architecture_names_every_package_and_top_level_module():
     parts = [f"bkprof/{p.name}/" for p in package.iterdir() if p.is_dir() and not p.name.startswith("__")]
     parts += [f"bkprof/{p.name}" for p in package.glob("*.py") if p.name not in ("__main__.py",)]
     assert [p for p in sorted(parts) + ["benchmarks/"] if p not in text] == []
+
+
+# a measured block's median step time against a fresh run of its command: within this factor either
+# way on an idle machine (3 timed runs of a millisecond-long step swing by tens of percent, not 3x;
+# the README once showed 1,111.962 ms for a 7.5 ms step, measured while the machine was busy)
+MEASURED_TOLERANCE = 3.0
+
+
+def _median_and_note(markdown: str) -> tuple[float, str]:
+    """The first row's `median ms` and `note` of a profile results table in Markdown."""
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in markdown.splitlines() if line.startswith("|")]
+    header, first = rows[0], rows[2]
+    return float(first[header.index("median ms")].replace(",", "")), first[header.index("note")]
+
+
+def test_the_readme_profile_time_matches_a_fresh_measurement(shown):
+    documents, results = shown
+    block = next(b for path, blocks, _ in documents if path.name == "README.md" for b in blocks
+                 if b.command.argv[0] == "profile")
+    documented, documented_note = _median_and_note(block.body)
+    fresh, fresh_note = _median_and_note(results[block.command.argv].stdout)
+    assert "busy" not in documented_note, "the README's time was measured on a busy machine: regenerate it on an idle one"
+    if "busy" in fresh_note:
+        pytest.skip(f"this machine is busy now ({fresh_note}): a fresh timing says nothing about the README's")
+    assert 1 / MEASURED_TOLERANCE <= fresh / documented <= MEASURED_TOLERANCE, (documented, fresh)
