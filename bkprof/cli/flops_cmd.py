@@ -3,7 +3,6 @@ with `--model`, the count of any nn.Module."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Annotated, Optional
 
 import typer
@@ -95,24 +94,8 @@ def _model_tables(model: str, shapes: list[str], inputs: Optional[str], dtype: s
     try:
         spec = ModelSpec(model, tuple(parse_shape(s) for s in shapes), inputs, dtype, device, backward,
                          non_negative("--depth", depth))
-        with _quiet_fake_tensors():
-            return model_tables(model_report(spec))
+        return model_tables(model_report(spec))  # model_report keeps torch's fake-tensor log quiet
     except ModelInputError as error:
         raise BadInput(str(error)) from None
     except SystemExit as exit:  # the user's code called sys.exit(): that is not a module to count
         raise BadInput(f"--model {model!r}: its code called sys.exit({exit.code!r}) instead of returning a module") from None
-
-
-@contextmanager
-def _quiet_fake_tensors():
-    """torch logs a traceback (about 19 lines) when an op fails on fake tensors (an input of the wrong
-    shape); the error itself comes back as one line, so the log is held back."""
-    import logging
-
-    logger = logging.getLogger("torch._subclasses.fake_tensor")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
