@@ -46,7 +46,8 @@ def _settings_table(doc: dict):
     return Table("Test perplexity and training cost per setting and width", pd.DataFrame(rows),
                  {"test ppl": "{:,.2f}", "± std": "{:.2f}", "train FLOPs/token": "{:,.0f}", "÷ dense": "{:.2f}×",
                   "blocks ÷ dense": "{:.2f}×", "sparsity reached": "{:.3f}", "tokens/s": "{:,.0f}",
-                  "wall s": "{:.1f}", "peak MiB": "{:,.1f}", "lr": "{:g}"}, caption)
+                  "wall s": "{:.1f}", "peak MiB": "{:,.1f}", "lr": "{:g}"}, caption,
+                 essential=("variant", "setting", "d", "seeds", "test ppl", "± std", "vs dense (same d)"))
 
 
 def _comparisons_table(doc: dict):
@@ -63,7 +64,8 @@ def _comparisons_table(doc: dict):
                                                        "lr": "{:g}"},
                  "equal compute: the setting's PPL interpolated on its own curve across widths (linear in log "
                  "FLOPs, log PPL) at the reference's training FLOPs per token; empty when those FLOPs lie "
-                 f"outside its widths. {doc['conventions']['interval']}.")
+                 f"outside its widths. {doc['conventions']['interval']}.",
+                 essential=("variant", "setting", "against", "at", "ppl change", "95 % interval"))
 
 
 def _baseline_table(doc: dict):
@@ -97,7 +99,8 @@ def _claims_table(doc: dict):
                  f"PPL side: {doc['conventions']['verdict']}; against dense and against the variant's own no-skip "
                  "control, at each reference width, at equal width and at equal compute. FLOPs side: sparse: one "
                  "layer's BK-Core path factor (published formula against the full count, bkprof flops); "
-                 "multi-scale: 1 - blocks' training FLOPs per token / dense's.")
+                 "multi-scale: 1 - blocks' training FLOPs per token / dense's.",
+                 essential=("setting", "side", "against", "at", "measured", "95 % interval", "verdict"))
 
 
 def validate_report(doc: dict) -> Report:
