@@ -98,3 +98,19 @@ def test_every_folder_of_the_library_is_a_package():
     root = Path(bkprof.__file__).parent
     folders = {p.parent for p in root.rglob("*.py")}
     assert [str(f.relative_to(root)) for f in sorted(folders) if not (f / "__init__.py").exists()] == []
+
+
+def test_the_variants_floor_names_and_loads_nothing_above_it():
+    """The registry's lazy targets lie on its own floor, and the built-in variants' closed-form counts
+    run without loading a module of bkprof.flops (the floor above)."""
+    import re
+    from pathlib import Path
+
+    from bkprof.variants import registry
+
+    targets = re.findall(r'lazy\("(bkprof[^"]+)"\)', Path(registry.__file__).read_text(encoding="utf-8"))
+    assert targets and all(t.startswith("bkprof.variants.") for t in targets), targets
+    code = ("import sys\nfrom bkprof.variants import LayerConfig, registry\n"
+            "for name in registry.names():\n    registry.get(name).analytic(LayerConfig(), 1, True, 'cpu')\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('bkprof.flops', 'bkprof.cli'))))")
+    assert _run(code) == "[]"

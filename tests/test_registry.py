@@ -30,7 +30,7 @@ class ToyLayer(nn.Module):
 
 
 def toy_parts(config, batch, training, device):
-    from bkprof.flops.analytic import linear, pointwise
+    from bkprof.variants.counts import linear, pointwise
 
     rows = batch * config.n_seq
     return {"toy_projection": linear(rows, config.d_model, config.d_model),

@@ -106,7 +106,7 @@ class VariantSpec:
 
     >>> from torch import nn
     >>> from bkprof import LayerConfig, VariantSpec, analytic_flops, build, registered
-    >>> from bkprof.flops.analytic import linear, pointwise
+    >>> from bkprof.variants.counts import linear, pointwise
     >>> class Residual(nn.Module):
     ...     def __init__(self, config):
     ...         super().__init__()
@@ -320,14 +320,14 @@ def _register_builtins() -> None:
     for spec in (
         VariantSpec(
             "dense", "MoE-FFN, then the BK-Core over all N positions",
-            lazy("bkprof.variants.dense:DenseLayer"), lazy("bkprof.flops.analytic:dense_parts"), _DENSE_PARTS,
+            lazy("bkprof.variants.dense:DenseLayer"), lazy("bkprof.variants.counts:dense_parts"), _DENSE_PARTS,
             published=Published("the whole layer (the source's 'standard' layer: N·d²·E/E + 20·N)",
                                 _reference_reduction, layer_flops=figure("multi_scale", "standard"),
                                 scope_flops=figure("multi_scale", "standard")),
             builtin=True),
         VariantSpec(
             "sparse", "dense, with G_ii kept at the learned mask's positions and interpolated elsewhere",
-            lazy("bkprof.variants.sparse:SparseLayer"), lazy("bkprof.flops.analytic:sparse_parts"), _SPARSE_PARTS,
+            lazy("bkprof.variants.sparse:SparseLayer"), lazy("bkprof.variants.counts:sparse_parts"), _SPARSE_PARTS,
             published=Published("the G_ii path only: importance + (1 − s)·BK-Core + interpolation; its ratio "
                                 "counts the BK-Core alone and leaves the overheads out",
                                 figure("sparse_g_ii", "reduction"), scope=G_II_PATH,
@@ -335,7 +335,7 @@ def _register_builtins() -> None:
             sparsity_mask=True, builtin=True),
         VariantSpec(
             "multiscale", "N -> N/f -> N around a dense layer at N/f",
-            lazy("bkprof.variants.multiscale:multiscale_layer"), lazy("bkprof.flops.analytic:multiscale_parts"),
+            lazy("bkprof.variants.multiscale:multiscale_layer"), lazy("bkprof.variants.counts:multiscale_parts"),
             _around(_DENSE_PARTS), attrgetter("coarse_n"),
             published=Published("the whole layer (its BK-Core term at N/f is already sparse: (N/f)·20·(1 − s))",
                                 _multi_scale_factor, layer_flops=layer_formula, scope_flops=layer_formula,
@@ -343,7 +343,7 @@ def _register_builtins() -> None:
             builtin=True),
         VariantSpec(
             "combined", "N -> N/f -> N around a sparse layer at N/f",
-            lazy("bkprof.variants.multiscale:combined_layer"), lazy("bkprof.flops.analytic:combined_parts"),
+            lazy("bkprof.variants.multiscale:combined_layer"), lazy("bkprof.variants.counts:combined_parts"),
             _around(_SPARSE_PARTS), attrgetter("coarse_n"),
             published=Published("a ratio only (sparse × multi-scale); no layer total. The sparsity schedule "
                                 "stands in the multi-scale formula, whose BK-Core term is already sparse",
