@@ -21,7 +21,8 @@ from bkprof.report.io import write_atomic
 PACKAGE = Path(__file__).resolve().parent.parent
 # the sources each kind of entry is computed from (globs under bkprof/)
 SOURCES = {"baselines": ("validate/baseline.py", "validate/corpus.py"),
-           "layer_claims": ("flops/*.py", "flops/*.json", "variants/*.py", "core/*.py", "validate/cost.py")}
+           "layer_claims": ("flops/*.py", "flops/*.json", "variants/*.py", "core/*.py", "conventions.py",
+                            "validate/cost.py")}
 
 
 def code_fingerprint(kind: str) -> str:
