@@ -201,7 +201,10 @@ def test_loss_overhead_is_measured():
     result = loss_overhead("sparse", LayerConfig(d_model=16, n_seq=32, num_experts=2), batch=2, kind="kl",
                            warmup=0, runs=2)
     assert result["forward_ms"] > 0 and result["loss_ms"] > 0
-    assert result["overhead"] == pytest.approx(result["loss_ms"] / result["forward_ms"])
+    # the loss is a handful of elementwise ops on 2 x 32 mask values; the layer's forward runs the
+    # experts' matmuls, the BK-Core scan and the convolutions: tens of times more work, so the
+    # measured overhead is well under 1 whatever the machine's load (both are timed under it)
+    assert result["overhead"] < 0.5
 
 
 def test_schedule_command(tmp_path):
