@@ -7,13 +7,9 @@ class ThresholdError(ValueError):
 
 def read_text(path, what: str) -> str:
     """The UTF-8 text of the file `path`; ThresholdError, one line naming `what` (e.g. "baseline file X"), otherwise."""
+    from bkprof.report.records import read_bytes
+
     try:
-        return path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ThresholdError(f"{what} does not exist") from None
-    except IsADirectoryError:
-        raise ThresholdError(f"{what} is a folder, not a file") from None
-    except OSError as error:
-        raise ThresholdError(f"{what} cannot be read: {error.strerror or error}") from None
+        return read_bytes(path, what, ThresholdError).decode("utf-8")
     except UnicodeDecodeError as error:
         raise ThresholdError(f"{what} is not UTF-8 text (byte {error.start}: {error.reason})") from None

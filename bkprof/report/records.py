@@ -136,6 +136,18 @@ def _shown(value) -> str:
 
 # ---------------------------------------------------------------- JSON Lines files
 
+def read_bytes(path: str | os.PathLike, what: str, error: type[Exception] = RecordError) -> bytes:
+    """The bytes of the file `path`; `error`, one line naming `what`, where it is missing, a folder or unreadable."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise error(f"{what} does not exist") from None
+    except IsADirectoryError:
+        raise error(f"{what} is a folder, not a file") from None
+    except OSError as failure:
+        raise error(f"{what} cannot be read: {failure.strerror or failure}") from None
+
+
 def read_lines(path: str | os.PathLike, what: str, check) -> list[dict]:
     """The records of the JSON Lines file at `path`, each passed through `check(value, where)`.
 
@@ -144,14 +156,7 @@ def read_lines(path: str | os.PathLike, what: str, check) -> list[dict]:
     a file where no line is a record (a TOML file given as a history, say). `what` names the file
     in messages, e.g. "--runs-file runs.jsonl".
     """
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise RecordError(f"{what} does not exist") from None
-    except IsADirectoryError:
-        raise RecordError(f"{what} is a folder, not a file") from None
-    except OSError as error:
-        raise RecordError(f"{what} cannot be read: {error.strerror or error}") from None
+    data = read_bytes(path, what)
     records, aside = [], []
     for number, raw in enumerate(data.split(b"\n"), 1):
         if not raw.strip():
