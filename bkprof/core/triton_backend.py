@@ -43,6 +43,7 @@ wrapper cost tens of µs, more than the kernel at small sizes.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -76,6 +77,7 @@ ADJOINT_SCAN_STEP_FLOPS = 14      # affine compose, per lane, scan step and pass
 ADJOINT_ENTER_FLOPS = 8           # the exclusive map applied to the block's carry, per lane and pass
 
 
+@functools.lru_cache(maxsize=None)
 def row_layout(n: int) -> tuple[int, int, int]:
     """Lanes per program (a power of two, a warp at least), positions per lane (4, 8 or 16) and
     segments (programs) per row of length n."""
@@ -608,26 +610,50 @@ if triton is not None:
             block -= 1
 
 
+# Whether the kernels run in Triton's interpreter (TRITON_INTERPRET=1 when this module was imported):
+# then they take CPU tensors, one program after another, so rows of several segments (whose programs
+# wait for each other) would never finish there.
+INTERPRETED = triton is not None and type(_rows_kernel).__name__ == "InterpretedFunction"
+# the device types whose tensors the launchers can run on
+KERNEL_DEVICE_TYPES = frozenset({"cuda", "cpu"} if INTERPRETED else {"cuda"})
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_meta(n: int, fp64: bool, save: bool) -> tuple[int, dict]:
+    """Segments per row and the forward kernel's compile-time arguments for rows of length n, built
+    once per (n, dtype, save): the launch's own Python work is then one dict expansion."""
+    lanes, per_lane, segments = row_layout(n)
+    return segments, dict(LANES=lanes, LOG2_LANES=lanes.bit_length() - 1, QUADS=per_lane // QUAD, FP64=fp64,
+                          SEGMENTED=segments > 1, SAVE=save, num_warps=lanes // 32)
+
+
+@functools.lru_cache(maxsize=None)
+def _adjoint_meta(n: int) -> dict:
+    """The backward kernel's compile-time arguments for rows of length n, built once per n."""
+    lanes, _ = adjoint_layout(n)
+    return dict(LANES=lanes, LOG2_LANES=lanes.bit_length() - 1, num_warps=lanes // 32)
+
+
 def launch(diag: torch.Tensor, k: torch.Tensor, z: complex, out: torch.Tensor, ratios: torch.Tensor | None = None) -> None:
     """Write G_ii for contiguous diag (B, N) and k (B, N-1) into out (B, N, 2) (real, imaginary), and
-    when `ratios` (2, B, N, 2) is given the left ratios d into ratios[0] and the right ratios e into ratios[1]."""
+    when `ratios` (2, B, N, 2) is given the left ratios d into ratios[0] and the right ratios e into ratios[1].
+    No host sync; rows of one segment (N <= 2048) launch no other kernel, longer rows one small fill
+    (their B + 1 counters)."""
     rows, n = diag.shape
     if rows == 0:
         return
-    lanes, per_lane, segments = row_layout(n)
+    save = ratios is not None
+    segments, meta = _forward_meta(n, diag.dtype == torch.float64, save)
     if segments == 1:
         sync = totals = out  # not touched: the kernel reads and writes them only when segmented
     else:
         sync = torch.zeros(rows + 1, dtype=torch.int32, device=diag.device)  # ticket, then arrivals per row
         totals = diag.new_empty(rows * segments * 16)  # each segment's left and right map
-    save = ratios is not None
     _rows_kernel[(rows * segments,)](diag, k, out, sync, totals, ratios if save else out, rows * n * 2, n, segments,
-                                     float(z.real), -float(z.imag),
-                                     LANES=lanes, LOG2_LANES=lanes.bit_length() - 1, QUADS=per_lane // QUAD,
-                                     FP64=diag.dtype == torch.float64, SEGMENTED=segments > 1, SAVE=save,
-                                     num_warps=lanes // 32)
+                                     float(z.real), -float(z.imag), **meta)
 
 
+@functools.lru_cache(maxsize=None)
 def adjoint_layout(n: int) -> tuple[int, int]:
     """Lanes per program of the backward (a power of two, a warp at least, ADJOINT_MAX_LANES at most)
     and blocks of 4 x lanes positions per row of length n."""
@@ -648,16 +674,16 @@ def backward_kernel_flops(rows: int, n: int) -> int:
 
 def launch_adjoint(grad: torch.Tensor, ratios: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """dL/ddiag (B, N) and dL/dk (B, N-1) from the complex gradient of G (B, N), the saved ratios
-    (2, B, N, 2) and k (B, N-1): the closed-form adjoint of bkprof.core.adjoint."""
+    (2, B, N, 2) and k (B, N-1): the closed-form adjoint of bkprof.core.adjoint. Both outputs are
+    written whole by the kernel (no fill); grad is copied only when it is not a contiguous,
+    unconjugated tensor (autograd's gradient of G normally is)."""
     rows, n = grad.shape
     grad_diag = ratios.new_empty((rows, n))
     grad_k = ratios.new_empty((rows, max(n - 1, 0)))
     if rows == 0:
         return grad_diag, grad_k
-    lanes, _ = adjoint_layout(n)
     pairs = torch.view_as_real(grad.resolve_conj().contiguous())
-    _adjoint_kernel[(rows,)](pairs, ratios[0], ratios[1], k, grad_diag, grad_k, n,
-                             LANES=lanes, LOG2_LANES=lanes.bit_length() - 1, num_warps=lanes // 32)
+    _adjoint_kernel[(rows,)](pairs, ratios[0], ratios[1], k, grad_diag, grad_k, n, **_adjoint_meta(n))
     return grad_diag, grad_k
 
 
@@ -671,7 +697,7 @@ def _complex_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.complex128 if dtype == torch.float64 else torch.complex64
 
 
-@torch.library.custom_op("bkprof::tridiag_resolvent_diagonal_triton", mutates_args=(), device_types="cuda")
+@torch.library.custom_op("bkprof::tridiag_resolvent_diagonal_triton", mutates_args=(), device_types=sorted(KERNEL_DEVICE_TYPES))
 def resolvent_diagonal_op(diag: torch.Tensor, k: torch.Tensor, z_real: float, z_imag: float) -> torch.Tensor:
     """G_ii (B, N) complex from contiguous real diag (B, N) and couplings k (B, N-1), by `launch` (forward only)."""
     return _forward(diag, k, complex(z_real, z_imag))
@@ -682,7 +708,7 @@ def _fake(diag, k, z_real, z_imag):
     return diag.new_empty(diag.shape, dtype=_complex_dtype(diag.dtype))
 
 
-@torch.library.custom_op("bkprof::tridiag_resolvent_diagonal_triton_train", mutates_args=(), device_types="cuda")
+@torch.library.custom_op("bkprof::tridiag_resolvent_diagonal_triton_train", mutates_args=(), device_types=sorted(KERNEL_DEVICE_TYPES))
 def resolvent_diagonal_train_op(diag: torch.Tensor, k: torch.Tensor, z_real: float,
                                 z_imag: float) -> tuple[torch.Tensor, torch.Tensor]:
     """G_ii as `resolvent_diagonal_op`, and the ratios d and e (2, B, N, 2) the backward needs, from the same kernel."""
@@ -697,7 +723,7 @@ def _fake_train(diag, k, z_real, z_imag):
     return diag.new_empty(diag.shape, dtype=_complex_dtype(diag.dtype)), diag.new_empty((2, *diag.shape, 2))
 
 
-@torch.library.custom_op("bkprof::tridiag_resolvent_adjoint_triton", mutates_args=(), device_types="cuda")
+@torch.library.custom_op("bkprof::tridiag_resolvent_adjoint_triton", mutates_args=(), device_types=sorted(KERNEL_DEVICE_TYPES))
 def resolvent_adjoint_op(grad: torch.Tensor, ratios: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """dL/ddiag (B, N) and dL/dk (B, N-1) by `launch_adjoint`."""
     return launch_adjoint(grad, ratios, k)
@@ -713,18 +739,54 @@ def _setup_context(ctx, inputs, output) -> None:
     _, k, _, _ = inputs
     _, ratios = output
     ctx.mark_non_differentiable(ratios)
+    # the ratios output never gets a gradient: without this autograd would fill one with zeros
+    # (16 B per position written, a 58 µs kernel at 1,024 x 16,384 on the H200) for every backward
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(ratios, k)
 
 
 def _backward(ctx, grad, _grad_ratios):
     """The closed-form adjoint from the saved ratios: 16 B per position in float32 (d and e, complex),
-    plus k, which is the op's input."""
+    plus k, which is the op's input. grad is None when no gradient reached G (grads not materialised)."""
+    if grad is None:
+        return None, None, None, None
     ratios, k = ctx.saved_tensors
     grad_diag, grad_k = resolvent_adjoint_op(grad, ratios, k)
-    return grad_diag, grad_k, None, None
+    return _wanted(ctx, grad_diag, grad_k) + (None, None)
+
+
+def _wanted(ctx, grad_diag: torch.Tensor, grad_k: torch.Tensor) -> tuple:
+    """The gradients of diag and k that autograd asked for (None for the other)."""
+    return (grad_diag if ctx.needs_input_grad[0] else None, grad_k if ctx.needs_input_grad[1] else None)
 
 
 resolvent_diagonal_train_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _EagerResolvent(torch.autograd.Function):
+    """The eager training path: the same kernels as the train and adjoint ops, launched straight from
+    a plain autograd.Function, without the dispatcher's custom-op wrappers (tens of µs of host time a
+    call, more than both kernels at small sizes). Used only where nothing would see the difference
+    (`_plain`): no dispatch mode such as FlopCounterMode or fake tensors, no compiler, no tracer;
+    those take the custom ops, which carry the fake implementations and FLOP formulas.
+    Saves what the backward reads: the ratios (16 B per position in float32) and k (the input itself)."""
+
+    @staticmethod
+    def forward(ctx, diag: torch.Tensor, k: torch.Tensor, z: complex) -> torch.Tensor:
+        out = diag.new_empty((*diag.shape, 2))
+        ratios = diag.new_empty((2, *diag.shape, 2))
+        launch(diag, k, z, out, ratios)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(ratios, k)
+        return torch.view_as_complex(out)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        if grad is None:
+            return None, None, None
+        ratios, k = ctx.saved_tensors
+        return _wanted(ctx, *launch_adjoint(grad, ratios, k)) + (None,)
 
 
 @register_flop_formula([torch.ops.bkprof.tridiag_resolvent_diagonal_triton,
@@ -742,12 +804,20 @@ def _needs_grad(diag: torch.Tensor, k: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and (diag.requires_grad or k.requires_grad)
 
 
-def _unobserved(diag: torch.Tensor, k: torch.Tensor) -> bool:
-    """True when no autograd, dispatch mode (FlopCounterMode, fake tensors) or compiler would see the op."""
+def _plain(diag: torch.Tensor, k: torch.Tensor) -> bool:
+    """True when no compiler, tracer, dispatch mode (FlopCounterMode, fake tensors), functorch
+    transform or tensor subclass would see the op, and the launchers can run on diag's device.
+    The compiler is asked first: under torch.compile the rest is not traced."""
     from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-    plain = type(diag) is torch.Tensor and type(k) is torch.Tensor
-    return plain and not _needs_grad(diag, k) and _get_current_dispatch_mode() is None and not torch.compiler.is_compiling()
+    return (not torch.compiler.is_compiling() and type(diag) is torch.Tensor and type(k) is torch.Tensor
+            and diag.device.type in KERNEL_DEVICE_TYPES and _get_current_dispatch_mode() is None
+            and not torch.jit.is_tracing() and not torch._C._are_functorch_transforms_active())
+
+
+def _unobserved(diag: torch.Tensor, k: torch.Tensor) -> bool:
+    """True when neither autograd nor anything `_plain` rules out would see the op."""
+    return not _needs_grad(diag, k) and _plain(diag, k)
 
 
 def available(device: torch.device | str) -> bool:
@@ -755,11 +825,16 @@ def available(device: torch.device | str) -> bool:
 
 
 def run(diag: torch.Tensor, k: torch.Tensor, z: complex) -> torch.Tensor:
+    """G_ii: the kernels launched directly when nothing observes the call (`_plain`), through the
+    custom ops otherwise; with a gradient needed the forward also saves the ratios for the backward."""
     z = complex(z)
     diag, k = diag.contiguous(), k.contiguous()
+    plain = _plain(diag, k)
     if _needs_grad(diag, k):
+        if plain:
+            return _EagerResolvent.apply(diag, k, z)
         return resolvent_diagonal_train_op(diag, k, z.real, z.imag)[0]
-    if _unobserved(diag, k):
+    if plain:
         return _forward(diag, k, z)
     return resolvent_diagonal_op(diag, k, z.real, z.imag)
 
