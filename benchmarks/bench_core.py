@@ -5,7 +5,7 @@
 Writes DIR/NAME.json and DIR/NAME.md. Every number is float32 and for the whole batch, on the backend's
 own entry (`Backend.run(diag, k, z)`, k = upper * lower precomputed, z = i). The gradient is that of
 loss = sum(Re G) + sum(Im G) with respect to diag, fed as grad_outputs = 1 + i to `torch.autograd.grad`
-(one fill kernel inside the timed call instead of the loss's kernels):
+(made once per input set, outside the timed call, so the call runs no kernel of the loss's):
 
 * forward: `run` with no gradient needed (the inference path);
 * backward: `torch.autograd.grad` over a forward recorded once (retain_graph), the backward alone;
@@ -18,6 +18,11 @@ GRAPH_POSITIONS positions also replays of the call captured as a CUDA graph, so 
 does not hide the kernels. "× floor" is the median over the time of 12 bytes per position (4 read
 for diag, 8 written for complex64 G) at the device-to-device copy bandwidth measured in the same run;
 "B/pos" is the bytes each call reads and writes once (unique tensors, not cache traffic).
+
+For triton, at every size: the autograd node the forward records (`_EagerResolventBackward` is the
+eager fast path, the custom ops' node otherwise), the bytes it saves for the backward per position
+(saved_tensors_hooks: tensors it allocated, and inputs it keeps a reference to), and the CUDA kernels
+of one eager forward + backward by name and count (torch.profiler), fills named apart.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ MAX_SETS = 8
 GRAPH_POSITIONS = 1 << 18  # rows up to 64 x 4096 are also timed as CUDA-graph replays
 SLOW_POSITIONS = 1 << 18   # backends made of aten ops are timed only up to this many positions
 WARMUP, RUNS = 5, 50
+DEVICE = "cuda"            # a plumbing check of the triton parts on the CPU sets "cpu" (Triton's interpreter)
 Z = 1j
 # bytes per position that each call reads and writes once, float32 (k counted per position: N - 1 ~ N)
 TRITON_BYTES = {"forward": 4 + 4 + 8,                          # diag, k in; G out
@@ -65,13 +71,13 @@ def input_sets(batch: int, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Random chains like the layer's (diag in [-5, 1], positive couplings), several copies."""
     per_set = 4 * batch * (2 * n - 1)
     count = max(1, min(MAX_SETS, math.ceil(ROTATE_BYTES / per_set)))
-    gen = torch.Generator("cuda").manual_seed(batch * 100_003 + n)
+    gen = torch.Generator(DEVICE).manual_seed(batch * 100_003 + n)
     sets = []
     for _ in range(count):
-        diag = torch.rand(batch, n, device="cuda", generator=gen) * 6 - 5
-        k = (0.05 + 2 * torch.rand(batch, n - 1, device="cuda", generator=gen)) * (
-            0.05 + 2 * torch.rand(batch, n - 1, device="cuda", generator=gen))
-        sets.append((diag, k))
+        diag = torch.rand(batch, n, device=DEVICE, generator=gen) * 6 - 5
+        k = (0.05 + 2 * torch.rand(batch, n - 1, device=DEVICE, generator=gen)) * (
+            0.05 + 2 * torch.rand(batch, n - 1, device=DEVICE, generator=gen))
+        sets.append((diag, k, torch.full((batch, n), 1 + 1j, device=DEVICE)))
     return sets
 
 
@@ -83,7 +89,7 @@ def steps(run) -> dict:
     def forward_backward(x):
         leaf = x[0].detach().requires_grad_()
         g = run(leaf, x[1], Z)
-        return torch.autograd.grad(g, leaf, torch.full_like(g, 1 + 1j))[0]
+        return torch.autograd.grad(g, leaf, x[2])[0]
 
     return {"forward": forward, "forward+backward": forward_backward}
 
@@ -91,10 +97,9 @@ def steps(run) -> dict:
 def recorded(run, sets) -> list[tuple]:
     """One recorded forward per input set, for timing the backward alone."""
     out = []
-    for diag, k in sets:
+    for diag, k, grad in sets:
         leaf = diag.detach().requires_grad_()
-        g = run(leaf, k, Z)
-        out.append((g, leaf, torch.full_like(g, 1 + 1j)))
+        out.append((run(leaf, k, Z), leaf, grad))
     return out
 
 
@@ -130,7 +135,7 @@ def measure_size(name: str, batch: int, n: int, timer: Timer, floor_us: float) -
 
 def accuracy(batch: int, n: int) -> dict:
     """The triton gradient (float32) against the vectorized closed form in float64, relative max-norm."""
-    diag, k = input_sets(batch, n)[0]
+    diag, k, _ = input_sets(batch, n)[0]
     grads = []
     for name, dtype in (("triton", torch.float32), ("vectorized", torch.float64)):
         leaf = diag.to(dtype).requires_grad_()
@@ -139,6 +144,43 @@ def accuracy(batch: int, n: int) -> dict:
     (g32, d32), (g64, d64) = grads
     return {"g_rel_error": ((g32.to(torch.complex128) - g64).abs().max() / g64.abs().max()).item(),
             "grad_rel_error": ((d32.double() - d64).abs().max() / d64.abs().max()).item()}
+
+
+FILL_MARKS = ("Fill", "fill", "zero", "Zero", "memset")
+
+
+def step_anatomy(batch: int, n: int) -> dict:
+    """One triton forward + backward: the autograd node, the bytes saved per position, and the CUDA
+    kernels launched (name -> count, from torch.profiler), with the fills among them."""
+    from torch.profiler import ProfilerActivity, profile
+
+    diag, k, grad = input_sets(batch, n)[0]
+    leaf = diag.detach().requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        g = BACKENDS["triton"].run(leaf, k, Z)
+    inputs = {leaf.data_ptr(), k.data_ptr()}
+    made = sum(t.numel() * t.element_size() for t in saved if t.data_ptr() not in inputs)
+    kept = sum(t.numel() * t.element_size() for t in saved if t.data_ptr() in inputs)
+    node = g.grad_fn.name()
+    del g, saved
+    step = steps(BACKENDS["triton"].run)["forward+backward"]
+    step((diag, k, grad))
+    _sync()
+    on_gpu = DEVICE == "cuda"  # on the CPU (plumbing check) the aten ops stand in for the kernels
+    with profile(activities=[ProfilerActivity.CUDA if on_gpu else ProfilerActivity.CPU]) as prof:
+        step((diag, k, grad))
+        _sync()
+    kernels = {e.key: e.count for e in prof.key_averages()
+               if (e.device_time_total > 0 if on_gpu else e.key.startswith("aten::"))}
+    return {"batch": batch, "n": n, "node": node,
+            "saved_made_b_per_pos": made / (batch * n), "saved_inputs_b_per_pos": kept / (batch * n),
+            "kernels": kernels, "fills": {name: c for name, c in kernels.items() if any(m in name for m in FILL_MARKS)}}
+
+
+def _sync() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
 
 
 def kernel_breakdown(batch: int, n: int, calls: int = 10) -> dict[str, float]:
@@ -159,7 +201,7 @@ def kernel_breakdown(batch: int, n: int, calls: int = 10) -> dict[str, float]:
 def measure(sizes, backends) -> dict:
     timer = Timer(torch.device("cuda"), warmup=WARMUP, runs=RUNS)
     copy = copy_bandwidth(timer)
-    rows, errors = [], []
+    rows, errors, anatomy = [], [], []
     for batch, n in sizes:
         floor_us = FLOOR_BYTES_PER_POSITION * batch * n / copy["bytes_per_s"] * 1e6
         for name in backends:
@@ -168,6 +210,7 @@ def measure(sizes, backends) -> dict:
             rows.extend(measure_size(name, batch, n, timer, floor_us))
         if "triton" in backends:
             errors.append({"batch": batch, "n": n, **accuracy(batch, n)})
+            anatomy.append(step_anatomy(batch, n))
     for row in rows:
         forward = next(r for r in rows if (r["backend"], r["batch"], r["n"], r["mode"]) ==
                        (row["backend"], row["batch"], row["n"], "forward"))
@@ -177,6 +220,7 @@ def measure(sizes, backends) -> dict:
     largest = max(sizes, key=lambda s: s[0] * s[1])
     return {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": _triton_version(),
             "dtype": "float32", "z": str(Z), "copy_bandwidth": copy, "rows": rows, "accuracy": errors,
+            "steps": anatomy,
             "kernels_at_largest": {"batch": largest[0], "n": largest[1],
                                    "mean_device_us": kernel_breakdown(*largest) if "triton" in backends else {}},
             "flops": [{"batch": b, "n": n, "forward": triton_backend.kernel_flops(b, n),
@@ -220,7 +264,22 @@ def report(payload: dict) -> Report:
     split = pd.DataFrame([{"kernel": k, "mean device µs": v} for k, v in kernels["mean_device_us"].items()])
     parts = Table(f"kernels of one forward + backward at B={kernels['batch']}, N={kernels['n']}", split,
                   {"mean device µs": "{:,.1f}"}, "torch.profiler, device time per call, mean of 10 calls (L2 warm).")
-    return Report(payload, [main, extra, parts], main)
+    return Report(payload, [main, extra, parts, anatomy_table(payload["steps"])], main)
+
+
+def anatomy_table(anatomy: list[dict]) -> Table:
+    import pandas as pd
+
+    frame = pd.DataFrame([{"B": a["batch"], "N": a["n"], "autograd node": a["node"],
+                           "saved B/pos": a["saved_made_b_per_pos"], "+ inputs kept B/pos": a["saved_inputs_b_per_pos"],
+                           "kernels": sum(a["kernels"].values()), "fill kernels": sum(a["fills"].values()),
+                           "names": ", ".join(f"{name[:40]} x{c}" for name, c in a["kernels"].items())}
+                          for a in anatomy])
+    return Table("triton: one eager forward + backward", frame,
+                 {"saved B/pos": "{:,.1f}", "+ inputs kept B/pos": "{:,.1f}"},
+                 "Node: the autograd node the forward records (_EagerResolventBackward: the eager fast path). "
+                 "Saved: bytes per position the forward allocates for the backward, and inputs it keeps a "
+                 "reference to (k), from saved_tensors_hooks. Kernels: CUDA kernels of one call (torch.profiler).")
 
 
 def main() -> None:
