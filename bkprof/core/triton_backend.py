@@ -35,10 +35,13 @@ second adds its part (read-modify-write, same program).
 Ops (custom ops with fake implementations, so torch.compile and CUDA-graph capture see shapes only,
 and FLOP formulas in torch's flop registry): `bkprof::tridiag_resolvent_diagonal_triton` (the
 forward), `bkprof::tridiag_resolvent_diagonal_triton_train` (the forward that also returns the
-ratios; its autograd saves ratios and k), `bkprof::tridiag_resolvent_adjoint_triton` (the backward;
-`backward_kernel_flops`). `run` calls the forward kernel directly when nothing can observe the op
-(no autograd, no dispatch mode such as FlopCounterMode, no compile): the dispatcher and autograd
-wrapper cost tens of µs, more than the kernel at small sizes.
+ratios; its autograd saves ratios and k and does not materialise the ratios' gradient),
+`bkprof::tridiag_resolvent_adjoint_triton` (the backward; `backward_kernel_flops`). `run` calls the
+kernels directly when nothing can observe the op (`_plain`: no dispatch mode such as FlopCounterMode,
+no fake tensors, no compile or trace): without a gradient `launch` alone, with one the plain
+autograd.Function `_EagerResolvent` (same kernels, same saved tensors); the dispatcher's custom-op
+and autograd wrappers cost tens of µs, more than the kernels at small sizes. Under TRITON_INTERPRET=1
+(`INTERPRETED`) the kernels and ops also take CPU tensors: tests/test_triton_interpreter.py.
 """
 
 from __future__ import annotations
