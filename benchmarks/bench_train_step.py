@@ -6,14 +6,14 @@ several processes training at once.
         [--steps 30 --blocks 5] [--backend auto]
 
 One process per (variant, mode): each builds the model from seed 0, prepares its step (graph: warm-up and
-capture; compiled: torch.compile, reduce-overhead on CUDA) while the others prepare too, then times in
-turn (a lock: one process on the GPU at a time, so a measurement never shares the device). A timed block
+capture; compiled: torch.compile, reduce-overhead on CUDA) while the others prepare too; once all are
+ready (a barrier), they time in turn (a lock: one process on the GPU at a time, and none compiling). A timed block
 is `--steps` real training steps (the host draws each batch, copies it in, the step runs), bracketed by
 CUDA events (perf_counter on the CPU); tokens/s = steps x batch x n_seq / block time, `--blocks` blocks:
 median, p10, p90. Each process also records the task loss of its first steps (warm-up included: every
 mode trains from the same seed on the same batches), so eager, graph and compiled can be compared step
 by step. With `--processes P` (> 1) P processes of the first variant and mode train at once for the
-same blocks (a barrier starts them together): the sum of their tokens/s is what one GPU gives P
+same blocks (the barrier starts them together): the sum of their tokens/s is what one GPU gives P
 concurrent runs. A process that fails records its error instead of a measurement.
 """
 
@@ -30,6 +30,7 @@ from pathlib import Path
 SPECS = {"dense": (None, None), "sparse": (0.6, None), "multiscale": (None, 2), "combined": (0.6, 2),
          "transformer": (None, None)}
 LOSS_STEPS = 20   # per-step task losses kept for the eager / graph / compiled comparison
+READY_TIMEOUT_S = 240  # the longest a process waits for the others to prepare (compile) before timing
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -54,8 +55,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _measure(args, variant: str, mode: str, turn, start_together) -> dict:
-    """Build, prepare, warm up, then (holding `turn`, or after `start_together`) time `blocks` blocks."""
+def _all_prepared(ready) -> None:
+    """Wait until every process has prepared; a process that failed breaks the barrier: go on without it."""
+    import threading
+
+    try:
+        ready.wait(timeout=READY_TIMEOUT_S)
+    except threading.BrokenBarrierError:
+        pass
+
+
+def _measure(args, variant: str, mode: str, turn, ready) -> dict:
+    """Build, prepare, warm up, wait for every process to be ready, then (holding `turn` when processes time
+    in turn, all at once otherwise) time `blocks` blocks."""
     import torch
 
     from bkprof.validate.corpus import load_corpus
@@ -83,10 +95,8 @@ def _measure(args, variant: str, mode: str, turn, start_together) -> dict:
     steps(args.warmup)   # the first step prepares (capture / compile): setup_s
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
-    lock = turn if turn is not None else _NoLock()
-    with lock:
-        if start_together is not None:
-            start_together.wait()
+    _all_prepared(ready)   # nobody times while another process still compiles (host-bound steps would feel it)
+    with turn if turn is not None else _NoLock():
         seconds = []
         for _ in range(args.blocks):
             if device.type == "cuda":
@@ -117,12 +127,11 @@ class _NoLock:
         return False
 
 
-def _child(args, variant, mode, turn, start_together, results) -> None:
+def _child(args, variant, mode, turn, ready, results) -> None:
     try:
-        results.put(_measure(args, variant, mode, turn, start_together))
+        results.put(_measure(args, variant, mode, turn, ready))
     except Exception as error:  # one failing (variant, mode) must not lose the others
-        if start_together is not None:
-            start_together.abort()
+        ready.abort()
         results.put({"variant": variant, "mode": mode, "error": f"{type(error).__name__}: {error}",
                      "traceback": traceback.format_exc()[-2000:]})
 
@@ -132,12 +141,11 @@ def run(args) -> dict:
     results = context.Queue()
     variants, modes = args.variants.split(","), args.modes.split(",")
     if args.processes > 1:
-        jobs = [(variants[0], modes[0])] * args.processes
-        turn, start_together = None, context.Barrier(args.processes)
+        jobs, turn = [(variants[0], modes[0])] * args.processes, None   # all at once, after the barrier
     else:
-        jobs = [(v, m) for v in variants for m in modes]
-        turn, start_together = context.Lock(), None
-    children = [context.Process(target=_child, args=(args, v, m, turn, start_together, results)) for v, m in jobs]
+        jobs, turn = [(v, m) for v in variants for m in modes], context.Lock()  # one at a time
+    ready = context.Barrier(len(jobs))
+    children = [context.Process(target=_child, args=(args, v, m, turn, ready, results)) for v, m in jobs]
     for child in children:
         child.start()
     rows = [results.get() for _ in children]
