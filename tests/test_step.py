@@ -184,7 +184,7 @@ def test_the_graph_mode_puts_back_what_its_warm_up_changed(corpus, monkeypatch):
     those steps and a replay by a plain call, a run gives the eager run's losses exactly: the parameters,
     AdamW's state, the records, the step counter and the generator were all put back."""
     def stand_in(step, static):
-        for _ in range(4):     # first_host_sync's step and capture's three warm-ups
+        for _ in range(5):     # a first step, first_host_sync's and capture's three warm-ups
             step(static)
         return lambda: step(static)
 

@@ -30,11 +30,6 @@ TEST_CHECKPOINTS = 8       # test-loss checkpoints per run, evenly spaced in ste
 CURVE_TEST_WINDOWS = 16
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def checkpoint_steps(steps: int) -> list[int]:
     """The steps (1-based, after that many optimizer steps) at which the test slice is scored."""
     return sorted({max(1, round(steps * i / TEST_CHECKPOINTS)) for i in range(1, TEST_CHECKPOINTS + 1)})
@@ -59,7 +54,8 @@ def train_model(model: LanguageModel, spec: RunSpec, recipe: Recipe, corpus, dev
                 on_step=None, step: str = "auto", compile_options: dict | None = None) -> dict:
     """Train in place; the training record (time, final losses, the sparsity the training masks reached,
     the experts' load, the learning curve). `step`: how each step runs (`bkprof.validate.step`)."""
-    from bkprof.validate.step import Stepper, TrainStep, host_batch, read_records, resolve_step, tail_steps
+    from bkprof.validate.step import (Stepper, TrainStep, host_batch, read_records, resolve_step, synchronize,
+                                      tail_steps)
 
     mode = resolve_step(step, device)
     if mode != "eager" and recipe.hiding != "fixed":
@@ -71,7 +67,7 @@ def train_model(model: LanguageModel, spec: RunSpec, recipe: Recipe, corpus, dev
     test_curve = []
     evaluating = 0.0   # seconds spent on the curve's checkpoints, kept out of the training wall time
     model.train()
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     for n in range(recipe.steps):
         stepper(host_batch(corpus.train, recipe, corpus.vocab.mask_id, generator))
@@ -82,7 +78,7 @@ def train_model(model: LanguageModel, spec: RunSpec, recipe: Recipe, corpus, dev
             evaluating += time.perf_counter() - began
         if on_step is not None:
             on_step(n + 1)
-    _sync(device)
+    synchronize(device)
     wall = time.perf_counter() - start - evaluating - stepper.setup_s
     records = read_records(stepper.step)   # one host sync for the whole run
     losses, tail = records["losses"], tail_steps(recipe)

@@ -127,9 +127,15 @@ class TrainStep:
         self.routed = sum(1 for m in model.modules() if isinstance(m, MoEFFN))
         self.records = Records.zeros(recipe.steps, self.routed, model.num_experts, device)
 
+    def index(self) -> torch.Tensor:
+        """(1,) this step's number, for indexing on the device. Clamped to the last step: the warm-up before
+        a capture may run more steps than a short run has (its records are zeroed afterwards), and an index
+        out of range on CUDA is a device-side assert, which ends the process."""
+        return self.counter.clamp(max=self.recipe.steps - 1).view(1)
+
     def row(self) -> torch.Tensor:
         """This step's schedule row, picked on the device by the step counter."""
-        return self.schedule.index_select(0, self.counter.view(1)).squeeze(0)
+        return self.schedule.index_select(0, self.index()).squeeze(0)
 
     def forward_loss(self, batch: torch.Tensor, row: torch.Tensor):
         """(loss to minimise, task loss, sparsity reached or None, the routed blocks' expert counts or None)."""
@@ -156,7 +162,7 @@ class TrainStep:
         self.record(row, task, current, counts)
 
     def record(self, row: torch.Tensor, task: torch.Tensor, current, counts) -> None:
-        self.records.losses.index_copy_(0, self.counter.view(1), task.view(1))
+        self.records.losses.index_copy_(0, self.index(), task.view(1))
         if current is not None:
             self.records.sparsity_sum.add_(row[TAIL] * current)
         if counts is not None:
@@ -205,7 +211,8 @@ def balance_loss(stats: list[dict], recipe: Recipe, experts: int):
 
 
 class Stepper:
-    """Runs a TrainStep over host batches in one mode; `setup_s` is the time warm-up, capture or compile took."""
+    """Runs a TrainStep over host batches in one mode; `setup_s` is the time warm-up and capture took (graph),
+    or the first step with its compilation (compiled)."""
 
     def __init__(self, step: TrainStep, mode: str, compile_options: dict | None = None):
         self.step, self.mode = step, mode
@@ -215,8 +222,19 @@ class Stepper:
         self.setup_s = 0.0
 
     def __call__(self, host: torch.Tensor) -> None:
-        if self.run is None:
-            self._prepare(host)
+        if self.run is not None:
+            self.run(self._to_device(host))
+            return
+        import time
+
+        began = time.perf_counter()
+        self._prepare(host)
+        if self.mode == "compiled":   # torch.compile compiles on the first call: that step is setup too
+            self.run(self._to_device(host))
+            synchronize(self.step.device)
+            self.setup_s = time.perf_counter() - began
+            return
+        self.setup_s = time.perf_counter() - began
         self.run(self._to_device(host))
 
     def _to_device(self, host: torch.Tensor) -> torch.Tensor:
@@ -229,16 +247,12 @@ class Stepper:
         return self.static
 
     def _prepare(self, host: torch.Tensor) -> None:
-        import time
-
-        began = time.perf_counter()
         if self.mode == "eager":
             self.run = self.step
         elif self.mode == "graph":
             self.run = self._captured(host)
         else:
             self.run = self._compiled()
-        self.setup_s = time.perf_counter() - began
 
     def _captured(self, host: torch.Tensor):
         """A replay of the captured step. Capture runs real steps first (a sync check, warm-up); the
@@ -260,6 +274,8 @@ class Stepper:
         update = torch.compile(step.update, **options)
 
         def run(batch: torch.Tensor) -> None:
+            # a new step: CUDA-graph trees may reuse the memory of the last step's outputs (all consumed)
+            torch.compiler.cudagraph_mark_step_begin()
             step.optimizer.zero_grad(set_to_none=True)
             row = step.row()
             loss, task, current, counts = forward_loss(batch, row)
@@ -274,10 +290,18 @@ def _capture(step: TrainStep, static: torch.Tensor):
     The CPU tests stand in for this one function."""
     from bkprof.profile.timing import NotCapturable, capture, first_host_sync
 
-    sync = first_host_sync(step, static)   # one step with syncs turned into errors (also a warm-up)
+    step(static)   # kernels compiled (Triton), AdamW's state made, allocator filled: none of that is a step's own sync
+    torch.cuda.synchronize(static.device)
+    sync = first_host_sync(step, static)   # one step with syncs turned into errors
     if sync is not None:
         raise NotCapturable(f"the training step synchronises with the host ({sync})")
     return capture(step, static).replay
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device (CUDA); nothing to wait for on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _rng_state(device: torch.device) -> torch.Tensor:
