@@ -411,8 +411,8 @@ H200 = ["--runs-file", "reports/validate/H200-2026-12-02/runs.jsonl", "--backend
 
 
 def test_the_committed_runs_report_without_torch(tmp_path):
-    """The 2026-12-02 runs (recorded before the recipe had a load-balancing loss) belong to the grid with
-    --balance-weight 0. Their report reads the cache of baselines and layer claims beside the runs file
+    """The 2026-12-02 runs (recorded before the recipe had a load-balancing loss or fixed hiding) belong to
+    the grid with --balance-weight 0 --hiding bernoulli. Their report reads the cache of baselines and layer claims beside the runs file
     (a copy here: the committed one goes stale whenever the counting code changes, and is then
     recomputed once); once it holds them, a report loads no torch."""
     import shutil
@@ -421,7 +421,7 @@ def test_the_committed_runs_report_without_torch(tmp_path):
     for name in ("runs.jsonl", "runs.jsonl.cache.json"):
         shutil.copy(committed / name, tmp_path / name)
     grid = [*H200, "--runs-file", str(tmp_path / "runs.jsonl"), "--report-only", "--format", "json", "--output"]
-    old_recipe = ["--balance-weight", "0", *grid]
+    old_recipe = ["--balance-weight", "0", "--hiding", "bernoulli", *grid]
     assert _modules_after_report([*old_recipe, str(tmp_path / "first.json")])[0] == 0
     assert _modules_after_report([*old_recipe, str(tmp_path / "h200.json")]) == (0, [])
     doc = json.loads((tmp_path / "h200.json").read_text())

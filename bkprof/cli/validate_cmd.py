@@ -6,8 +6,8 @@ from typing import Annotated, Optional
 
 from bkprof.cli import app
 from bkprof.cli.errors import BadInput, Command
-from bkprof.cli.options import (FormatOpt, Output, Variants, checked_backend, checked_device, device_option, emit_report, flag,
-                                integer_option, number_option, output_folder_option, positive, progress_bar,
+from bkprof.cli.options import (FormatOpt, Output, Variants, checked_backend, checked_device, choice_option,
+                                device_option, emit_report, flag, integer_option, number_option, output_folder_option, positive, progress_bar,
                                 text_option, variant_names)
 from bkprof.cli.report_cmd import HtmlOpt, write_page
 from bkprof.cli.runs import checked_grid_fits, checked_runs_file, failed_runs, interrupted_keeps
@@ -47,6 +47,30 @@ def _test_tokens(text: str) -> int | None:
     except ValueError:
         raise BadInput(f"--test-tokens {text!r}: not an integer or 'all'") from None
     return positive("--test-tokens", value)
+
+
+def _step_modes() -> tuple[str, ...]:
+    from bkprof.validate.train import STEP_MODES
+
+    return STEP_MODES
+
+
+def _hidings() -> tuple[str, ...]:
+    from bkprof.validate.train import HIDINGS
+
+    return HIDINGS
+
+
+def _checked_step(step: str, hiding: str, device: str) -> None:
+    """--step graph needs CUDA; graph and compiled need the same number of hidden positions every step."""
+    from bkprof.validate.step import resolve_step
+
+    try:
+        mode = resolve_step(step, checked_device(device))
+    except ValueError as error:
+        raise BadInput(f"{error} (--device {device})") from None
+    if mode != "eager" and hiding != "fixed":
+        raise BadInput(f"--step {step} ({mode}) needs --hiding fixed (static shapes), got --hiding {hiding}")
 
 
 def _devices(name: str) -> tuple[str, ...]:
@@ -102,6 +126,13 @@ def validate(
     no_reference: Annotated[bool, flag("--no-reference", "Leave out the Transformer reference (dense is always "
                                        "planned: every comparison is against it).")] = False,
     backend: Annotated[str, text_option(FIELDS["backend"].option, FIELDS["backend"].help, "NAME")] = "auto",
+    step: Annotated[str, choice_option("--step", "How each training step runs: eager (op by op), graph (one "
+                    "CUDA-graph replay; CUDA only), compiled (torch.compile, reduce-overhead on CUDA), auto (graph "
+                    "on CUDA, eager on the CPU). Not part of a run's identity: it changes the speed, not the "
+                    "arithmetic (random draws aside).", _step_modes)] = "auto",
+    hiding: Annotated[str, choice_option("--hiding", "How training picks the hidden positions: fixed (B x N / "
+                      "groups of each batch, the same number every step), bernoulli (each with probability "
+                      "1/groups: the runs before 2026-12-05; eager steps only).", _hidings)] = "fixed",
     plot: Annotated[Optional[str], output_folder_option(
         "--plot", "Save ppl_vs_flops.png and ppl_vs_time.png here", PLOT_SUFFIXES)] = None,
     format: FormatOpt = "table",
@@ -116,6 +147,7 @@ def validate(
     if not report_only:  # a report trains nothing: no device or backend to check (and no torch to load)
         # the backend is checked on the training device; FLOPs are counted on the CPU with vectorized
         checked_backend(backend, checked_device(device))
+        _checked_step(step, hiding, device)
     for option, value, limit in (("--seeds", seeds, MAX_SEEDS), ("--layers", layers, MAX_LAYERS), ("--tokens", tokens, None),
                                  ("--jobs-per-device", jobs_per_device, MAX_JOBS), (FIELDS["batch"].option, batch, None)):
         positive(option, value, limit)
@@ -126,12 +158,12 @@ def validate(
     try:
         plan = Plan(variant_names(variant), _values("sparsity", sparsity), _values("downsample", downsample), seeds,
                     Recipe(d_model=widths[0], n_seq=n_seq, layers=layers, tokens=tokens, batch=batch, lr=rates[0],
-                           backend=backend, balance_weight=balance_weight),
+                           backend=backend, balance_weight=balance_weight, hiding=hiding),
                     corpus=corpus, test_tokens=_test_tokens(test_tokens),
                     devices=(device,) if report_only else _devices(device),
                     jobs_per_device=jobs_per_device, runs_file=runs_file, resume=resume,
                     report_only=report_only, widths=tuple(widths), lrs=tuple(rates),
-                    controls=not no_controls, reference=not no_reference)
+                    controls=not no_controls, reference=not no_reference, step=step)
         if not report_only:
             checked_grid_fits(plan)
         with output_folders([(plot, "--plot", PLOT_SUFFIXES)], {"command": "validate"},

@@ -24,14 +24,17 @@ def current_sparsity(mask: torch.Tensor) -> torch.Tensor:
     return 1 - mask.mean()
 
 
-def sparsity_loss(current: torch.Tensor, target: float, kind: str = "adaptive",
+def sparsity_loss(current: torch.Tensor, target: float | torch.Tensor, kind: str = "adaptive",
                   delta: float = DEFAULT_DELTA) -> torch.Tensor:
     """The penalty for `current` sparsity missing `target`.
+
+    A tensor `target` (a training schedule's value on the device) is taken as it is: checking its
+    range would read it back to the host, a sync that a captured training step cannot have.
 
     l2: (c - t)^2; l1: |c - t|; kl: Bernoulli KL(t || c) = t log(t/c) + (1-t) log((1-t)/(1-c));
     adaptive: Huber, 0.5 (c - t)^2 if |c - t| < delta else delta (|c - t| - delta/2).
     """
-    if not 0 <= target <= 1:
+    if not isinstance(target, torch.Tensor) and not 0 <= target <= 1:
         raise ValueError(f"target sparsity must be in [0, 1], got {target}")
     target_t = torch.as_tensor(target, dtype=current.dtype, device=current.device)
     if kind == "l2":
@@ -63,13 +66,13 @@ def stats_sparsity_loss(stats: dict, target: float, kind: str = "adaptive",
     return sparsity_loss(stats_sparsity(stats), target, kind, delta)
 
 
-def balanced_loss(task_loss: torch.Tensor, stats: dict, target: float, *, kind: str = "adaptive",
-                  sparsity_weight: float = 0.01, accuracy_weight: float = 1.0,
+def balanced_loss(task_loss: torch.Tensor, stats: dict, target: float | torch.Tensor, *, kind: str = "adaptive",
+                  sparsity_weight: float | torch.Tensor = 0.01, accuracy_weight: float = 1.0,
                   delta: float = DEFAULT_DELTA) -> tuple[torch.Tensor, dict]:
     """accuracy_weight * task_loss + sparsity_weight * sparsity_loss, and its breakdown.
 
-    The breakdown holds detached 0-dim tensors (no device sync on a GPU) and the plain-float
-    settings: total_loss, accuracy_loss, sparsity_loss, current_sparsity, target_sparsity,
+    The breakdown holds detached 0-dim tensors (no device sync on a GPU) and the settings as given
+    (plain floats, or tensors when a schedule on the device gives them): total_loss, accuracy_loss, sparsity_loss, current_sparsity, target_sparsity,
     sparsity_weight, accuracy_weight.
     """
     current = stats_sparsity(stats)
@@ -80,16 +83,30 @@ def balanced_loss(task_loss: torch.Tensor, stats: dict, target: float, *, kind: 
         "accuracy_loss": task_loss.detach(),
         "sparsity_loss": penalty.detach(),
         "current_sparsity": current.detach(),
-        "target_sparsity": float(target),
-        "sparsity_weight": float(sparsity_weight),
+        "target_sparsity": _setting(target),
+        "sparsity_weight": _setting(sparsity_weight),
         "accuracy_weight": float(accuracy_weight),
     }
     return total, breakdown
 
 
+def _setting(value):
+    """A float as a float; a tensor left on its device (float() would be a host sync)."""
+    return value if isinstance(value, torch.Tensor) else float(value)
+
+
+def route_counts(expert_index: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """(token, slot) pairs routed to each expert: (E,) int64.
+
+    scatter_add, not bincount: bincount reads the largest index back to the host (a sync on CUDA,
+    which a captured training step cannot have)."""
+    flat = expert_index.flatten()
+    return torch.zeros(num_experts, dtype=torch.long, device=flat.device).scatter_add_(0, flat, torch.ones_like(flat))
+
+
 def expert_load(expert_index: torch.Tensor, num_experts: int) -> torch.Tensor:
     """Fraction of the (token, slot) pairs routed to each expert: (E,), summing to 1."""
-    counts = torch.bincount(expert_index.flatten(), minlength=num_experts)
+    counts = route_counts(expert_index, num_experts)
     return counts.to(torch.float32) / max(1, expert_index.numel())
 
 

@@ -131,8 +131,9 @@ class RunsFile:
         _appended[str(self.path)] = _appended.get(str(self.path), 0) + 1
 
 
-def run_one(spec: RunSpec, recipe: Recipe, corpus, device_name: str, on_step=None) -> dict:
-    """Train and score one run on `device_name`: the measured part of its record."""
+def run_one(spec: RunSpec, recipe: Recipe, corpus, device_name: str, on_step=None, step: str = "auto") -> dict:
+    """Train and score one run on `device_name`, each training step run as `step` says: the measured part
+    of its record."""
     import torch
 
     from bkprof.profile.memory import PeakMemory
@@ -145,7 +146,7 @@ def run_one(spec: RunSpec, recipe: Recipe, corpus, device_name: str, on_step=Non
     peak = PeakMemory(device)
     peak.start()
     model = build_model(spec, recipe, corpus, device)
-    trained = train_model(model, spec, recipe, corpus, device, on_step)
+    trained = train_model(model, spec, recipe, corpus, device, on_step, step)
     peak_mib = peak.peak_mib()
     start = time.perf_counter()
     scored = test_loss(model, corpus, recipe, device)
@@ -158,7 +159,7 @@ def run_one(spec: RunSpec, recipe: Recipe, corpus, device_name: str, on_step=Non
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
 
 
-def _worker(device_name: str, recipe: Recipe, corpus_args: tuple, tasks, results) -> None:
+def _worker(device_name: str, recipe: Recipe, corpus_args: tuple, tasks, results, step: str = "auto") -> None:
     """A worker process: runs specs from `tasks` on its device until it reads None.
 
     It never outlives the parent: Ctrl-C (sent to the whole terminal's process group) is left to the
@@ -176,11 +177,11 @@ def _worker(device_name: str, recipe: Recipe, corpus_args: tuple, tasks, results
     torch.set_num_threads(1)
     corpus = limited_corpus(load_corpus(corpus_args[0]), corpus_args[1])
     while (spec := tasks.get()) is not None:
-        def step(n, spec=spec):
+        def progress(n, spec=spec):
             if n % PROGRESS_EVERY == 0:
                 results.put(("step", spec, PROGRESS_EVERY))
         try:
-            results.put(("done", spec, run_one(spec, recipe, corpus, device_name, step)))
+            results.put(("done", spec, run_one(spec, recipe, corpus, device_name, progress, step)))
         except Exception as error:  # one failing run (out of memory, say) must not stop the grid
             results.put(("failed", spec, f"{type(error).__name__}: {error}"))
 

@@ -86,10 +86,19 @@ class LanguageModel(nn.Module):
         self.num_experts = config.num_experts
 
     def forward(self, tokens: torch.Tensor, where: torch.Tensor | None = None) -> tuple[torch.Tensor, list[dict]]:
-        """Logits (K, V) at the K positions `where` (a (B, N) bool mask; None: every position) and the blocks' stats."""
+        """Logits (K, V) at the K positions `where` and the blocks' stats. `where`: a (B, N) bool mask, or
+        (training) the K positions' indices into the flattened B x N positions; None: every position."""
         hidden, stats = self.stack(self.embed(tokens))
-        picked = hidden.reshape(-1, hidden.shape[-1]) if where is None else hidden[where]
-        return self.head(picked), stats
+        return self.head(picked_rows(hidden, where)), stats
+
+
+def picked_rows(hidden: torch.Tensor, where: torch.Tensor | None) -> torch.Tensor:
+    """The rows of `hidden` (B, N, d) at `where`, (K, d). Indices give a shape fixed by their number
+    (capture-safe); a bool mask's K is read from its values (a nonzero: a host sync on CUDA)."""
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    if where is None:
+        return flat
+    return hidden[where] if where.dtype == torch.bool else flat.index_select(0, where)
 
 
 class FromEmbeddings(nn.Module):
@@ -102,8 +111,7 @@ class FromEmbeddings(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
         hidden, _ = self.model.stack(x)
-        picked = hidden.reshape(-1, hidden.shape[-1]) if self.where is None else hidden[self.where]
-        return self.model.head(picked), {}
+        return self.model.head(picked_rows(hidden, self.where)), {}
 
 
 class StackOnly(nn.Module):

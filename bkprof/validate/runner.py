@@ -31,6 +31,7 @@ class Plan:
     lrs: tuple[float, ...] = ()        # peak learning rates; () = the recipe's
     controls: bool = True              # plan each claim variant's no-skip control
     reference: bool = True             # plan the Transformer reference (dense is planned whatever --variant says)
+    step: str = "auto"                 # how training steps run (bkprof.validate.step); not in a run's identity
 
     def __post_init__(self):
         object.__setattr__(self, "widths", tuple(self.widths) or (self.recipe.d_model,))
@@ -99,7 +100,7 @@ def _run_here(todo: list[RunSpec], plan: Plan, corpus, finish, progress: Progres
         label = _label(spec)
         try:
             measured = run_one(spec, plan.recipe, corpus, plan.devices[0],
-                               on_step=lambda n, label=label: progress(1, label))
+                               on_step=lambda n, label=label: progress(1, label), step=plan.step)
         except Exception as error:
             finish(spec, None, f"{type(error).__name__}: {error}")
             continue
@@ -112,7 +113,7 @@ def _run_in_workers(todo: list[RunSpec], plan: Plan, finish, progress: Progress)
 
     context = multiprocessing.get_context("spawn")
     tasks, results = context.Queue(), context.Queue()
-    workers = [context.Process(target=_worker, args=(device, plan.recipe, (plan.corpus, plan.test_tokens), tasks, results))
+    workers = [context.Process(target=_worker, args=(device, plan.recipe, (plan.corpus, plan.test_tokens), tasks, results, plan.step))
                for device in plan.devices for _ in range(plan.jobs_per_device)]
     for spec in todo:
         tasks.put(spec)
@@ -153,9 +154,9 @@ def _label(spec: RunSpec) -> str:
 
 # Recipe fields added after runs files were first written, at the value those runs had in effect:
 # a record without the field belongs to the grid whose recipe has that value (balance_weight: the
-# runs of 2026-12-02 trained without a load-balancing loss). Reports only: --resume never mixes them,
-# as their identity strings differ.
-LEGACY_FIELDS = {"balance_weight": 0.0}
+# runs of 2026-12-02 trained without a load-balancing loss, and hid each position independently). Reports
+# only: --resume never mixes them, as their identity strings differ.
+LEGACY_FIELDS = {"balance_weight": 0.0, "hiding": "bernoulli"}
 
 
 def _legacy_grid(run: dict, corpus) -> str | None:

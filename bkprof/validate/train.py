@@ -17,6 +17,11 @@ from bkprof._lazy import lazy_exports
 from bkprof.variants.config import LayerConfig
 
 REFERENCE = "transformer"  # the reference model of validate (not a registered BK variant)
+# how each training step runs (bkprof.validate.step): auto = graph on CUDA, eager elsewhere. Not part of
+# the recipe: like the device, it changes how fast a run goes, not what it computes
+STEP_MODES = ("auto", "eager", "graph", "compiled")
+# how training picks the hidden positions (bkprof.validate.objective): fixed = the same number every step
+HIDINGS = ("fixed", "bernoulli")
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class Recipe:
     dropout: float = 0.1
     backend: str = "auto"        # the BK-Core backend the runs train with (FLOPs are counted with vectorized)
     balance_weight: float = 0.01  # the router's load-balancing loss (Switch Transformer), summed over blocks
+    hiding: str = "fixed"        # how training picks the hidden positions (bkprof.validate.objective)
 
     @property
     def steps(self) -> int:
