@@ -4,7 +4,9 @@ Opt-in: needs triton installed and TRITON_INTERPRET=1 set before bkprof is impor
 
     TRITON_INTERPRET=1 python -m pytest -q -n 0 tests/test_triton_interpreter.py
 
-The project's CI installs no triton, so there the whole module is skipped. The interpreter runs a
+`.ci/run` does so in a step of its own, with triton pinned and BKPROF_REQUIRE_INTERPRETER=1, under
+which a missing interpreter fails the module instead of skipping it; the main test run has no triton
+and skips it. The interpreter runs a
 kernel's programs one after another: rows of several segments (N > 2,048), whose programs wait for
 each other, would never finish there, so only rows of one segment run here (the GPU tests in
 tests/test_triton_backend.py cover the others). The backward's blocks of 4 x 256 positions do
@@ -13,6 +15,8 @@ change inside that range (two blocks from N = 1,025).
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -20,9 +24,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from bkprof.core import triton_backend
 from tests.helpers import dense_resolvent_diagonal, random_chain, relative_max_error
 
-pytestmark = pytest.mark.skipif(not triton_backend.INTERPRETED,
-                                reason="needs triton and TRITON_INTERPRET=1 before import (the kernels run on "
-                                       "the CPU in Triton's interpreter); CI installs no triton")
+NEEDS = ("needs triton and TRITON_INTERPRET=1 before import (the kernels run on the CPU in Triton's "
+         "interpreter); .ci/run's interpreter step has them")
+if os.environ.get("BKPROF_REQUIRE_INTERPRETER") == "1" and not triton_backend.INTERPRETED:
+    pytest.fail(f"BKPROF_REQUIRE_INTERPRETER=1 but the kernels are not interpreted: {NEEDS}", pytrace=False)
+pytestmark = pytest.mark.skipif(not triton_backend.INTERPRETED, reason=NEEDS)
 
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}
 # around each change of the forward's layout (lanes 32 -> 128, positions per lane 4 / 8 / 16) and the
