@@ -173,6 +173,29 @@ Output = Annotated[Optional[str], text_option(
     "--output", "Write the report to this file (whole or not at all; folders are created).", "FILE", checked_file)]
 
 
+
+def _cluster_address(ctx: typer.Context, param: typer.CallbackParam, value):
+    """A Ray cluster's address, and Ray there to reach it, checked while the options are parsed."""
+    if value is None:
+        return value
+    if not value.strip():
+        raise BadInput(f"{param.opts[0]} '': an empty address; name a Ray cluster (host:port, ray://host:port) or auto")
+    from bkprof.cluster import ClusterError, import_ray
+
+    try:
+        import_ray()
+    except ClusterError as error:
+        raise BadInput(str(error)) from None
+    return value
+
+
+# Ray is imported only when this is given (bkprof.cluster); docs/cluster.md
+Cluster = Annotated[Optional[str], text_option(
+    "--cluster", "Run each run as a Ray task on the cluster at ADDRESS (host:port, ray://host:port), or auto "
+    "(the cluster RAY_ADDRESS names); this machine only records and reports. Needs pip install "
+    "'bkprof[cluster]'.", "ADDRESS", _cluster_address)]
+
+
 def device_option(help: str = "Where to run: auto (cuda when there is one), cpu, cuda, cuda:1, ..."):
     return text_option("--device", help, "DEVICE")
 

@@ -1,0 +1,160 @@
+"""The commands' --cluster option: their runs as Ray tasks over every node of a Ray cluster.
+
+The one place bkprof touches Ray, and imported only when --cluster is given: without it nothing here
+(and no Ray) is loaded. Each run is one task that asks for what it needs (a GPU, or one CPU), and its
+outcome comes back to the driver, which alone writes files and reports, so the runs file, --resume
+and the reports are the same as on one machine.
+
+Faults: a task whose node (or worker process) is lost runs again elsewhere, at most MAX_RETRIES times;
+a task that raises fails once, as on one machine (retry_exceptions=False: its own error would only
+repeat). An interrupted driver cancels what has not finished and disconnects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import sys
+from collections import Counter
+from typing import Any, Callable, Iterator
+
+INSTALL = "pip install 'bkprof[cluster]'"
+MAX_RETRIES = 3      # reruns of a task whose node or worker was lost, each
+POLL_S = 1.0         # the driver wakes this often to hear signals while it waits on the cluster
+
+
+class ClusterError(ValueError):
+    """A problem with --cluster itself (no Ray, no cluster there): one line, exit 2 on the command line."""
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ClusterError(f"--cluster needs Ray, which is not installed: {INSTALL}") from None
+    return ray
+
+
+def resolved_address(address: str) -> str:
+    """auto: the cluster RAY_ADDRESS names, else Ray's own auto (the one started on this machine)."""
+    if address == "auto":
+        return os.environ.get("RAY_ADDRESS") or "auto"
+    return address
+
+
+@dataclasses.dataclass
+class Task:
+    """One call to run on some node: `function(*args)`, which must be importable there (bkprof's own)."""
+
+    function: Callable
+    args: tuple
+    on_done: Callable[[Any], None]
+    on_failed: Callable[[str], None]
+
+
+def on_a_node(function: Callable, *args) -> tuple[str, Any]:
+    """The task body: the node it ran on, and what `function` returned."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id(), function(*args)
+
+
+class Session:
+    """A driver joined to a cluster: runs tasks and keeps what the report says of the cluster."""
+
+    def __init__(self, ray, address: str):
+        self.ray, self.address = ray, address
+        self.remote = ray.remote(on_a_node)
+        self.nodes_at_start = self.alive_nodes()
+        self.by_node: Counter = Counter()
+        self.failed = 0
+        self.device, self.resources = "cpu", {"num_cpus": 1}
+
+    def alive_nodes(self) -> set[str]:
+        return {node["NodeID"] for node in self.ray.nodes() if node.get("Alive")}
+
+    def placement(self, device: str, per_gpu: int = 1) -> tuple[str, dict]:
+        """(the device each task runs on, what it asks Ray for) for --device: cpu (one CPU), cuda or
+        cuda:i (one GPU, or 1/per_gpu of one; Ray makes it the task's only visible GPU, cuda), auto
+        (cuda when the cluster has GPUs). The driver's own devices do not matter."""
+        kind = device.split(":")[0]
+        if device == "auto":
+            kind = "cuda" if self.ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
+        if kind not in ("cpu", "cuda"):
+            raise ClusterError(f"--device {device!r} with --cluster: must be cpu, cuda or auto")
+        self.device, self.resources = kind, {"num_gpus": 1 / per_gpu} if kind == "cuda" else {"num_cpus": 1}
+        return self.device, self.resources
+
+    def run(self, tasks: list[Task]) -> None:
+        """Submit every task (each asking for what placement() chose), then hand each outcome to its task as it arrives; whatever stops this
+        (an interruption, an error in a handler) cancels the tasks still out."""
+        ray = self.ray
+        options = self.remote.options(max_retries=MAX_RETRIES, retry_exceptions=False, **self.resources)
+        out = {options.remote(task.function, *task.args): task for task in tasks}
+        try:
+            while out:
+                ready, _ = ray.wait(list(out), num_returns=1, timeout=POLL_S)
+                for ref in ready:
+                    self._deliver(ref, out.pop(ref))
+        finally:
+            for ref in out:
+                ray.cancel(ref, force=True)
+
+    def _deliver(self, ref, task: Task) -> None:
+        try:
+            node, value = self.ray.get(ref)
+        except self.ray.exceptions.RayTaskError as error:  # the function raised: its own failure, not retried
+            self.failed += 1
+            cause = getattr(error, "cause", None) or error
+            task.on_failed(f"{type(cause).__name__}: {_first_line(cause)}")
+            return
+        except self.ray.exceptions.RayError as error:  # lost with its node or worker, every retry spent
+            self.failed += 1
+            task.on_failed(f"lost on the cluster after {MAX_RETRIES} retries: {type(error).__name__}: "
+                           f"{_first_line(error)}")
+            return
+        self.by_node[node] += 1
+        task.on_done(value)
+
+    def describe(self) -> dict:
+        """What the report says of the cluster: where the runs ran, the nodes lost, the retry bound."""
+        lost = self.nodes_at_start - self.alive_nodes()
+        return {"address": self.address, "nodes": len(self.nodes_at_start), "nodes_lost": len(lost),
+                "device": self.device, "resources_per_run": self.resources,
+                "runs_by_node": dict(self.by_node), "failed_runs": self.failed, "max_retries": MAX_RETRIES,
+                "retries": f"a run whose node or worker is lost runs again on another node, at most {MAX_RETRIES} "
+                           "times; a run that raises fails once (its error is in the report), never retried"}
+
+
+@contextlib.contextmanager
+def session(address: str) -> Iterator[Session]:
+    """Join the cluster at `address` (auto: see resolved_address) for the block; always disconnect.
+
+    Ray's driver prints what its cluster reports (a task retried after its node was lost, say) on
+    stdout, where the report goes: inside the block stdout is stderr."""
+    ray = import_ray()
+    with contextlib.redirect_stdout(sys.stderr):
+        _join(ray, address)
+        try:
+            yield Session(ray, resolved_address(address))
+        finally:
+            ray.shutdown()
+
+
+def _join(ray, address: str) -> None:
+    where = resolved_address(address)
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        ray.init(address=where, logging_level="ERROR", log_to_driver=False)
+    except Exception as error:  # Ray raises ConnectionError, RuntimeError or ValueError by what went wrong
+        raise ClusterError(f"--cluster {address}: cannot join a Ray cluster at {where}: {_first_line(error)}") from None
+    finally:
+        for number, handler in handlers.items():  # ray.init sets its own SIGTERM handler; the command's stays
+            signal.signal(number, handler)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
