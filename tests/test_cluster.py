@@ -227,6 +227,22 @@ def test_an_interrupted_driver_keeps_its_runs_and_resume_completes_the_grid(clus
 
 
 @on_the_cluster
+def test_a_run_that_raises_fails_once_with_its_own_error(cluster, corpus, tmp_path):
+    address, _node = cluster
+    args = _validate_args(corpus, tmp_path / "runs.jsonl", "--cluster", address, "--lr", "1e30", "--seeds", "1",
+                          "--tokens", "256")
+    code, out, err = _finished(_bkprof(args))
+    doc = json.loads(out)
+    # a diverged run is the run's own failure (bkprof.validate.grid.run_one): reported as on one machine,
+    # not taken for a lost node and retried
+    assert code == 1 and doc["cluster"]["failed_runs"] == 2 and len(doc["failed"]) == 2, err
+    assert [line for line in err.splitlines() if line.startswith("bkprof: error: run")] == [
+        f"bkprof: error: run {run} seed 0 failed: ValueError: training diverged (test perplexity nan, "
+        "final training loss nan)" for run in ("dense", "sparse sparsity=0.6")]
+    assert not (tmp_path / "runs.jsonl").exists() or not (tmp_path / "runs.jsonl").read_text()
+
+
+@on_the_cluster
 def test_a_grid_survives_a_lost_node_with_each_run_once_and_the_local_numbers(cluster, corpus, local_runs, tmp_path):
     """Last in this file: it kills the second node."""
     address, node = cluster

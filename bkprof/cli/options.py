@@ -179,7 +179,7 @@ def _cluster_address(ctx: typer.Context, param: typer.CallbackParam, value):
     if value is None:
         return value
     if not value.strip():
-        raise BadInput(f"{param.opts[0]} '': an empty address; name a Ray cluster (host:port, ray://host:port) or auto")
+        raise BadInput(f"{param.opts[0]} '': an empty address; name a Ray cluster's head (host:port) or auto")
     from bkprof.cluster import ClusterError, import_ray
 
     try:
@@ -191,9 +191,9 @@ def _cluster_address(ctx: typer.Context, param: typer.CallbackParam, value):
 
 # Ray is imported only when this is given (bkprof.cluster); docs/cluster.md
 Cluster = Annotated[Optional[str], text_option(
-    "--cluster", "Run each run as a Ray task on the cluster at ADDRESS (host:port, ray://host:port), or auto "
-    "(the cluster RAY_ADDRESS names); this machine only records and reports. Needs pip install "
-    "'bkprof[cluster]'.", "ADDRESS", _cluster_address)]
+    "--cluster", "Run each run as a Ray task on the cluster whose head is at ADDRESS (host:port; this machine "
+    "one of its nodes), or auto (the cluster RAY_ADDRESS names); this machine records and reports. Needs Ray: "
+    "bkprof's cluster extra (docs/cluster.md).", "ADDRESS", _cluster_address)]
 
 
 def device_option(help: str = "Where to run: auto (cuda when there is one), cpu, cuda, cuda:1, ..."):
