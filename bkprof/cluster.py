@@ -17,6 +17,7 @@ import dataclasses
 import os
 import signal
 import sys
+import threading
 from collections import Counter
 from typing import Any, Callable, Iterator
 
@@ -128,6 +129,9 @@ class Session:
                            "times; a run that raises fails once (its error is in the report), never retried"}
 
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 @contextlib.contextmanager
 def session(address: str) -> Iterator[Session]:
     """Join the cluster at `address` (auto: see resolved_address) for the block; always disconnect.
@@ -135,7 +139,7 @@ def session(address: str) -> Iterator[Session]:
     Ray's driver prints what its cluster reports (a task retried after its node was lost, say) on
     stdout, where the report goes: inside the block stdout is stderr."""
     ray = import_ray()
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr), _signals_end_the_session():
         _join(ray, address)
         try:
             yield Session(ray, resolved_address(address))
@@ -143,16 +147,58 @@ def session(address: str) -> Iterator[Session]:
             ray.shutdown()
 
 
+class _Signalled(BaseException):
+    """A signal inside the session: a BaseException, so that no `except Exception` in Ray's calls
+    (where the driver waits) swallows it."""
+
+    def __init__(self, number: int):
+        super().__init__(number)
+        self.number = number
+
+
+@contextlib.contextmanager
+def _signals_end_the_session():
+    """SIGINT, SIGTERM and SIGHUP end the session (its tasks cancelled, the driver disconnected, further
+    signals ignored meanwhile), then go to the handlers there were before (the command's: exit 130)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
+        yield
+        return
+    before = {number: signal.getsignal(number) for number in SIGNALS}
+
+    def stop(number, frame):
+        for each in SIGNALS:
+            signal.signal(each, signal.SIG_IGN)
+        raise _Signalled(number)
+
+    for number in SIGNALS:
+        signal.signal(number, stop)
+    try:
+        yield
+    except _Signalled as signalled:
+        _restore(before)
+        handler = before[signalled.number]
+        if callable(handler):
+            handler(signalled.number, None)
+        elif handler != signal.SIG_IGN:  # the default action: end this process as the signal would have
+            os.kill(os.getpid(), signalled.number)
+    finally:
+        _restore(before)
+
+
+def _restore(handlers: dict) -> None:
+    for number, handler in handlers.items():
+        signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+
+
 def _join(ray, address: str) -> None:
     where = resolved_address(address)
-    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    handlers = {number: signal.getsignal(number) for number in SIGNALS}
     try:
         ray.init(address=where, logging_level="ERROR", log_to_driver=False)
     except Exception as error:  # Ray raises ConnectionError, RuntimeError or ValueError by what went wrong
         raise ClusterError(f"--cluster {address}: cannot join a Ray cluster at {where}: {_first_line(error)}") from None
     finally:
-        for number, handler in handlers.items():  # ray.init sets its own SIGTERM handler; the command's stays
-            signal.signal(number, handler)
+        _restore(handlers)  # ray.init sets its own SIGTERM handler
 
 
 def _first_line(error: BaseException) -> str:
