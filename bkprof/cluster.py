@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import socket
 import sys
 import threading
 from collections import Counter
@@ -24,6 +25,7 @@ from typing import Any, Callable, Iterator
 INSTALL = "pip install 'bkprof[cluster]'"
 MAX_RETRIES = 3      # reruns of a task whose node or worker was lost, each
 POLL_S = 1.0         # the driver wakes this often to hear signals while it waits on the cluster
+CONNECT_S = 10.0     # for the head's port to answer
 
 
 class ClusterError(ValueError):
@@ -192,6 +194,7 @@ def _restore(handlers: dict) -> None:
 
 def _join(ray, address: str) -> None:
     where = resolved_address(address)
+    check_address(address)
     handlers = {number: signal.getsignal(number) for number in SIGNALS}
     try:
         ray.init(address=where, logging_level="ERROR", log_to_driver=False)
@@ -199,6 +202,19 @@ def _join(ray, address: str) -> None:
         raise ClusterError(f"--cluster {address}: cannot join a Ray cluster at {where}: {_first_line(error)}") from None
     finally:
         _restore(handlers)  # ray.init sets its own SIGTERM handler
+
+
+def check_address(address: str) -> None:
+    """A head's host:port that refuses connections is one line now: Ray itself would retry for minutes."""
+    where = resolved_address(address)
+    host, _, port = where.rpartition(":")
+    if not host or not port.isdigit():
+        return  # auto and other forms: Ray's own lookup says what it finds
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_S).close()
+    except OSError as error:
+        raise ClusterError(f"--cluster {address}: no Ray head answers at {where}: "
+                           f"{error.strerror or type(error).__name__}") from None
 
 
 def _first_line(error: BaseException) -> str:

@@ -272,6 +272,16 @@ def test_without_ray_the_option_is_one_line_naming_the_extra(monkeypatch, tmp_pa
             "bkprof: error: --cluster needs Ray, which is not installed: pip install 'bkprof[cluster]'"]
 
 
+@needs_ray
+def test_an_address_where_no_head_answers_is_one_line():
+    port = _free_port()  # closed again: nothing listens there
+    result = subprocess.run([sys.executable, "-m", "bkprof", "sweep", "--n-seq", "32", "--variant", "dense",
+                             "--cluster", f"127.0.0.1:{port}"], capture_output=True, text=True, cwd=ROOT,
+                            timeout=COMMAND_S, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        f"bkprof: error: --cluster 127.0.0.1:{port}: no Ray head answers at 127.0.0.1:{port}: Connection refused"]
+
+
 def test_without_the_option_ray_is_never_imported(tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()

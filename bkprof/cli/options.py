@@ -175,15 +175,16 @@ Output = Annotated[Optional[str], text_option(
 
 
 def _cluster_address(ctx: typer.Context, param: typer.CallbackParam, value):
-    """A Ray cluster's address, and Ray there to reach it, checked while the options are parsed."""
+    """A Ray cluster's address, Ray to reach it and its head answering, checked while the options are parsed."""
     if value is None:
         return value
     if not value.strip():
         raise BadInput(f"{param.opts[0]} '': an empty address; name a Ray cluster's head (host:port) or auto")
-    from bkprof.cluster import ClusterError, import_ray
+    from bkprof.cluster import ClusterError, check_address, import_ray
 
     try:
         import_ray()
+        check_address(value)
     except ClusterError as error:
         raise BadInput(str(error)) from None
     return value
