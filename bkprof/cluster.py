@@ -91,8 +91,9 @@ class Session:
         return self.device, self.resources
 
     def run(self, tasks: list[Task]) -> None:
-        """Submit every task (each asking for what placement() chose), then hand each outcome to its task as it arrives; whatever stops this
-        (an interruption, an error in a handler) cancels the tasks still out."""
+        """Submit every task (each asking for what placement() chose), then hand each outcome to its task
+        as it arrives; whatever stops this (an interruption, an error in a handler) cancels the tasks
+        still out."""
         ray = self.ray
         options = self.remote.options(max_retries=MAX_RETRIES, retry_exceptions=False, **self.resources)
         out = {options.remote(task.function, *task.args): task for task in tasks}

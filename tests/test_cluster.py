@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -53,6 +54,14 @@ def _node_env() -> dict:
             "RAY_health_check_timeout_ms": "500", "RAY_health_check_failure_threshold": "3"}
 
 
+def _stop_with_this_process() -> None:
+    """SIGTERM to `ray start --block` (which then stops its node) if the test process dies without its
+    teardown (Linux prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
 class Node:
     """One `ray start --block` in its own session: its process group is the node."""
 
@@ -65,7 +74,8 @@ class Node:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--num-cpus", "1",
              "--temp-dir", self.temp, *ports, *args],
-            stdout=self.log, stderr=subprocess.STDOUT, env=_node_env(), start_new_session=True)
+            stdout=self.log, stderr=subprocess.STDOUT, env=_node_env(), start_new_session=True,
+            preexec_fn=_stop_with_this_process)
 
     def wait_started(self) -> None:
         deadline = time.monotonic() + START_S
@@ -116,6 +126,7 @@ class Node:
             pass
         self.kill()  # whatever is left
         self.log.close()
+        shutil.rmtree(self.temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +146,8 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def corpus():
-    folder = Path(tempfile.mkdtemp(prefix="bkcorpus"))
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("corpus")
     (folder / "valid.txt").write_text(TRAIN, encoding="utf-8")
     (folder / "test.txt").write_text(TEST, encoding="utf-8")
     return folder
@@ -176,9 +187,9 @@ def _runs(path: Path) -> dict[tuple, float]:
 
 
 @pytest.fixture(scope="module")
-def local_runs(corpus) -> dict[tuple, float]:
+def local_runs(corpus, tmp_path_factory) -> dict[tuple, float]:
     """The tiny grid run on this machine, in one process: what the cluster must reproduce."""
-    runs_file = Path(tempfile.mkdtemp(prefix="bklocal")) / "runs.jsonl"
+    runs_file = tmp_path_factory.mktemp("local") / "runs.jsonl"
     code, _, err = _finished(_bkprof(_validate_args(corpus, runs_file)))
     assert code == 0, err
     return _runs(runs_file)
@@ -282,11 +293,7 @@ def test_an_address_where_no_head_answers_is_one_line():
         f"bkprof: error: --cluster 127.0.0.1:{port}: no Ray head answers at 127.0.0.1:{port}: Connection refused"]
 
 
-def test_without_the_option_ray_is_never_imported(tmp_path):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "valid.txt").write_text(TRAIN, encoding="utf-8")
-    (corpus / "test.txt").write_text(TEST, encoding="utf-8")
+def test_without_the_option_ray_is_never_imported(corpus, tmp_path):
     runs = [_validate_args(corpus, tmp_path / "runs.jsonl", "--tokens", "64", "--seeds", "1", "--variant", "dense"),
             ["sweep", "--n-seq", "32", "--variant", "dense", "--format", "json"], ["--help"]]
     code = ("import json, runpy, sys\n"
