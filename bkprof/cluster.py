@@ -67,8 +67,8 @@ def on_a_node(function: Callable, *args) -> tuple[str, Any]:
 class Session:
     """A driver joined to a cluster: runs tasks and keeps what the report says of the cluster."""
 
-    def __init__(self, ray, address: str):
-        self.ray, self.address = ray, address
+    def __init__(self, ray, address: str, stopper: "_Stopper"):
+        self.ray, self.address, self.stopper = ray, address, stopper
         self.remote = ray.remote(on_a_node)
         self.nodes_at_start = self.alive_nodes()
         self.by_node: Counter = Counter()
@@ -101,7 +101,8 @@ class Session:
             while out:
                 ready, _ = ray.wait(list(out), num_returns=1, timeout=POLL_S)
                 for ref in ready:
-                    self._deliver(ref, out.pop(ref))
+                    with self.stopper.held():  # a run that came back is recorded whole before a signal ends this
+                        self._deliver(ref, out.pop(ref))
         finally:
             for ref in out:
                 ray.cancel(ref, force=True)
@@ -142,10 +143,11 @@ def session(address: str) -> Iterator[Session]:
     Ray's driver prints what its cluster reports (a task retried after its node was lost, say) on
     stdout, where the report goes: inside the block stdout is stderr."""
     ray = import_ray()
-    with contextlib.redirect_stdout(sys.stderr), _signals_end_the_session():
+    stopper = _Stopper()
+    with contextlib.redirect_stdout(sys.stderr), stopper.installed():
         _join(ray, address)
         try:
-            yield Session(ray, resolved_address(address))
+            yield Session(ray, resolved_address(address), stopper)
         finally:
             ray.shutdown()
 
@@ -159,33 +161,54 @@ class _Signalled(BaseException):
         self.number = number
 
 
-@contextlib.contextmanager
-def _signals_end_the_session():
+class _Stopper:
     """SIGINT, SIGTERM and SIGHUP end the session (its tasks cancelled, the driver disconnected, further
-    signals ignored meanwhile), then go to the handlers there were before (the command's: exit 130)."""
-    if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
-        yield
-        return
-    before = {number: signal.getsignal(number) for number in SIGNALS}
+    signals ignored meanwhile), then go to the handlers there were before (the command's: exit 130).
 
-    def stop(number, frame):
+    Blocking signals in the main thread (bkprof.report.io.signals_held, around a runs-file append) does
+    not hold them off here: Ray's own threads take them, and Python runs the handler in the main thread
+    at once. So a signal that comes while a run is handed over waits here until it is recorded."""
+
+    def __init__(self):
+        self.holding, self.pending = False, None
+
+    def __call__(self, number, frame):
         for each in SIGNALS:
             signal.signal(each, signal.SIG_IGN)
+        if self.holding:
+            self.pending = number
+            return
         raise _Signalled(number)
 
-    for number in SIGNALS:
-        signal.signal(number, stop)
-    try:
-        yield
-    except _Signalled as signalled:
-        _restore(before)
-        handler = before[signalled.number]
-        if callable(handler):
-            handler(signalled.number, None)
-        elif handler != signal.SIG_IGN:  # the default action: end this process as the signal would have
-            os.kill(os.getpid(), signalled.number)
-    finally:
-        _restore(before)
+    @contextlib.contextmanager
+    def held(self):
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        if self.pending is not None:
+            raise _Signalled(self.pending)
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
+            yield
+            return
+        before = {number: signal.getsignal(number) for number in SIGNALS}
+        for number in SIGNALS:
+            signal.signal(number, self)
+        try:
+            yield
+        except _Signalled as signalled:
+            _restore(before)
+            handler = before[signalled.number]
+            if callable(handler):
+                handler(signalled.number, None)
+            elif handler != signal.SIG_IGN:  # the default action: end this process as the signal would have
+                os.kill(os.getpid(), signalled.number)
+        finally:
+            _restore(before)
 
 
 def _restore(handlers: dict) -> None:
