@@ -7,7 +7,7 @@ and the reports are the same as on one machine.
 
 Faults: a task whose node (or worker process) is lost runs again elsewhere, at most MAX_RETRIES times;
 a task that raises fails once, as on one machine (retry_exceptions=False: its own error would only
-repeat). An interrupted driver cancels what has not finished and disconnects.
+repeat). An interrupted driver disconnects, which ends the tasks it had not heard back from.
 """
 
 from __future__ import annotations
@@ -92,20 +92,18 @@ class Session:
 
     def run(self, tasks: list[Task]) -> None:
         """Submit every task (each asking for what placement() chose), then hand each outcome to its task
-        as it arrives; whatever stops this (an interruption, an error in a handler) cancels the tasks
-        still out."""
+        as it arrives. Whatever stops this (an interruption, an error in a handler) leaves the tasks still
+        out to the session's end: the driver's disconnection ends them (Ray ends a job's tasks with the
+        driver that owns them), where ray.cancel(force=True) raced their replies and aborted the driver
+        in Ray's task manager ("Tried to complete task that was not pending", 1 interruption in ~10 here)."""
         ray = self.ray
         options = self.remote.options(max_retries=MAX_RETRIES, retry_exceptions=False, **self.resources)
         out = {options.remote(task.function, *task.args): task for task in tasks}
-        try:
-            while out:
-                ready, _ = ray.wait(list(out), num_returns=1, timeout=POLL_S)
-                for ref in ready:
-                    with self.stopper.held():  # a run that came back is recorded whole before a signal ends this
-                        self._deliver(ref, out.pop(ref))
-        finally:
-            for ref in out:
-                ray.cancel(ref, force=True)
+        while out:
+            ready, _ = ray.wait(list(out), num_returns=1, timeout=POLL_S)
+            for ref in ready:
+                with self.stopper.held():  # a run that came back is recorded whole before a signal ends this
+                    self._deliver(ref, out.pop(ref))
 
     def _deliver(self, ref, task: Task) -> None:
         try:
@@ -162,7 +160,7 @@ class _Signalled(BaseException):
 
 
 class _Stopper:
-    """SIGINT, SIGTERM and SIGHUP end the session (its tasks cancelled, the driver disconnected, further
+    """SIGINT, SIGTERM and SIGHUP end the session (the driver disconnected, its tasks ended with it, further
     signals ignored meanwhile), then go to the handlers there were before (the command's: exit 130).
 
     Blocking signals in the main thread (bkprof.report.io.signals_held, around a runs-file append) does

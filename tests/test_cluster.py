@@ -131,7 +131,7 @@ class Node:
 
 @pytest.fixture(scope="module")
 def cluster():
-    """(address, the second node): a head and a second node of one CPU each."""
+    """(address, [head, second node]): a head and a second node of one CPU each."""
     port = _free_port()
     nodes = []
     try:
@@ -139,7 +139,7 @@ def cluster():
         nodes[0].wait_started()
         nodes.append(Node("--address", f"127.0.0.1:{port}", "--disable-usage-stats"))
         nodes[1].wait_started()
-        yield f"127.0.0.1:{port}", nodes[1]
+        yield f"127.0.0.1:{port}", nodes
     finally:
         for node in reversed(nodes):
             node.stop()
@@ -197,7 +197,7 @@ def local_runs(corpus, tmp_path_factory) -> dict[tuple, float]:
 
 @on_the_cluster
 def test_sweep_rows_on_the_cluster_are_the_local_rows_in_order(cluster):
-    address, _node = cluster
+    address, _ = cluster
     args = ["sweep", "--n-seq", "32,64", "--variant", "dense", "--variant", "sparse", "--count", "--format", "json"]
     local, remote = _bkprof(args), _bkprof(args + ["--cluster", address])
     (code, out, err), (rcode, rout, rerr) = _finished(local), _finished(remote)
@@ -221,7 +221,7 @@ def _grid_until(condition, corpus: Path, runs_file: Path, address: str, *extra: 
 
 @on_the_cluster
 def test_an_interrupted_driver_keeps_its_runs_and_resume_completes_the_grid(cluster, corpus, local_runs, tmp_path):
-    address, _node = cluster
+    address, nodes = cluster
     runs_file = tmp_path / "runs.jsonl"
     longer = ("--tokens", "4096")  # runs of a second or more: the grid is still running when the signal lands
     driver = _grid_until(lambda: runs_file.exists() and runs_file.read_text().count("\n") >= 1,
@@ -231,6 +231,10 @@ def test_an_interrupted_driver_keeps_its_runs_and_resume_completes_the_grid(clus
     kept = _runs(runs_file)
     assert code == 130 and f"interrupted: {len(kept)} run" in err, err
     assert 1 <= len(kept) < len(local_runs)
+    deadline = time.monotonic() + 20
+    while any(node.task_running() for node in nodes):  # the driver gone, its tasks end with it
+        assert time.monotonic() < deadline, "a task of the interrupted grid still runs 20 s after its driver ended"
+        time.sleep(0.1)
 
     code, out, err = _finished(_bkprof(_validate_args(corpus, runs_file, "--cluster", address, "--resume", *longer)))
     assert code == 0, err
@@ -240,7 +244,7 @@ def test_an_interrupted_driver_keeps_its_runs_and_resume_completes_the_grid(clus
 
 @on_the_cluster
 def test_a_run_that_raises_fails_once_with_its_own_error(cluster, corpus, tmp_path):
-    address, _node = cluster
+    address, _ = cluster
     args = _validate_args(corpus, tmp_path / "runs.jsonl", "--cluster", address, "--lr", "1e30", "--seeds", "1",
                           "--tokens", "256")
     code, out, err = _finished(_bkprof(args))
@@ -257,7 +261,7 @@ def test_a_run_that_raises_fails_once_with_its_own_error(cluster, corpus, tmp_pa
 @on_the_cluster
 def test_a_grid_survives_a_lost_node_with_each_run_once_and_the_local_numbers(cluster, corpus, local_runs, tmp_path):
     """Last in this file: it kills the second node."""
-    address, node = cluster
+    address, (_, node) = cluster
     runs_file = tmp_path / "runs.jsonl"
     driver = _grid_until(node.task_running, corpus, runs_file, address)  # the node dies while it runs a run
     node.kill()
