@@ -160,12 +160,14 @@ def _validate_args(corpus: Path, runs_file: Path, *extra: str) -> list[str]:
             *extra]
 
 
-def _bkprof(args: list[str], **popen) -> subprocess.Popen:
+def _bkprof(args: list[str], ray_address: str | None = None) -> subprocess.Popen:
     # one torch thread here as in each cluster task: the same arithmetic, so the same numbers
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     env.pop("RAY_ADDRESS", None)
+    if ray_address is not None:
+        env["RAY_ADDRESS"] = ray_address
     return subprocess.Popen([sys.executable, "-m", "bkprof", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT, env=env, **popen)
+                            text=True, cwd=ROOT, env=env)
 
 
 def _finished(process: subprocess.Popen) -> tuple[int, str, str]:
@@ -199,12 +201,13 @@ def local_runs(corpus, tmp_path_factory) -> dict[tuple, float]:
 def test_sweep_rows_on_the_cluster_are_the_local_rows_in_order(cluster):
     address, _ = cluster
     args = ["sweep", "--n-seq", "32,64", "--variant", "dense", "--variant", "sparse", "--count", "--format", "json"]
-    local, remote = _bkprof(args), _bkprof(args + ["--cluster", address])
+    local, remote = _bkprof(args), _bkprof(args + ["--cluster", "auto"], ray_address=address)  # auto: RAY_ADDRESS's
     (code, out, err), (rcode, rout, rerr) = _finished(local), _finished(remote)
     assert code == 0 and rcode == 0, err + rerr
     rows, cluster_rows = json.loads(out)["rows"], json.loads(rout)["rows"]
     assert [(r["variant"], r["n_seq"]) for r in cluster_rows] == [(r["variant"], r["n_seq"]) for r in rows]
     assert cluster_rows == rows
+    assert json.loads(rout)["cluster"]["address"] == address
 
 
 def _grid_until(condition, corpus: Path, runs_file: Path, address: str, *extra: str) -> subprocess.Popen:
