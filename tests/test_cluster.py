@@ -1,10 +1,11 @@
 """--cluster: `bkprof validate` and `bkprof sweep` as Ray tasks on a local cluster of two nodes.
 
 The cluster is started here, CPU only: a head and a second node, each its own `ray start --block` in
-its own session with its own --temp-dir and ports, so every process of a node shares one process
-group and the teardown (or the fault test) ends exactly that node's processes, never another
-cluster on the machine (`ray stop` would end every Ray process of the user). The commands run as
-subprocesses, so this interpreter never joins the cluster. Every wait is bounded.
+its own session with its own --temp-dir and ports. A node's processes are that session's process
+group and the workers its raylet starts (each in a group of its own), so the teardown (or the fault
+test) ends exactly that node, never another cluster on the machine (`ray stop` would end every Ray
+process of the user). The commands run as subprocesses, so this interpreter never joins the cluster.
+Every wait is bounded.
 """
 
 from __future__ import annotations
