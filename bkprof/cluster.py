@@ -47,6 +47,14 @@ def resolved_address(address: str) -> str:
     return address
 
 
+def device_kind(device: str) -> str:
+    """cpu, cuda or auto: what --device asks each task for (cuda:i is cuda: a task sees one GPU)."""
+    kind = device.split(":")[0]
+    if kind not in ("cpu", "cuda", "auto") or (kind == "auto" and device != "auto"):
+        raise ClusterError(f"--device {device!r} with --cluster: must be cpu, cuda, cuda:N or auto")
+    return kind
+
+
 @dataclasses.dataclass
 class Task:
     """One call to run on some node: `function(*args)`, which must be importable there (bkprof's own)."""
@@ -82,11 +90,9 @@ class Session:
         """(the device each task runs on, what it asks Ray for) for --device: cpu (one CPU), cuda or
         cuda:i (one GPU, or 1/per_gpu of one; Ray makes it the task's only visible GPU, cuda), auto
         (cuda when the cluster has GPUs). The driver's own devices do not matter."""
-        kind = device.split(":")[0]
-        if device == "auto":
+        kind = device_kind(device)
+        if kind == "auto":
             kind = "cuda" if self.ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
-        if kind not in ("cpu", "cuda"):
-            raise ClusterError(f"--device {device!r} with --cluster: must be cpu, cuda or auto")
         self.device, self.resources = kind, {"num_gpus": 1 / per_gpu} if kind == "cuda" else {"num_cpus": 1}
         return self.device, self.resources
 

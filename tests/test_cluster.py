@@ -301,6 +301,19 @@ def test_an_address_where_no_head_answers_is_one_line():
         f"bkprof: error: --cluster 127.0.0.1:{port}: no Ray head answers at 127.0.0.1:{port}: Connection refused"]
 
 
+@needs_ray
+def test_a_device_no_task_can_ask_for_is_one_line(corpus, tmp_path):
+    with socket.socket() as head:  # something answers at the address: the --device check is what fails
+        head.bind(("127.0.0.1", 0))
+        head.listen()
+        address = f"127.0.0.1:{head.getsockname()[1]}"
+        for args in (["sweep", "--n-seq", "32", "--profile", "--device", "tpu"],
+                     _validate_args(corpus, tmp_path / "runs.jsonl", "--device", "tpu")):
+            result = CliRunner().invoke(app, args + ["--cluster", address])
+            assert result.exit_code == 2 and result.stderr.splitlines() == [
+                "bkprof: error: --device 'tpu' with --cluster: must be cpu, cuda, cuda:N or auto"], result.output
+
+
 def test_without_the_option_ray_is_never_imported(corpus, tmp_path):
     runs = [_validate_args(corpus, tmp_path / "runs.jsonl", "--tokens", "64", "--seeds", "1", "--variant", "dense"),
             ["sweep", "--n-seq", "32", "--variant", "dense", "--format", "json"], ["--help"]]

@@ -311,6 +311,16 @@ def checked_backend(name: str, device) -> str:
         raise BadInput(f"--backend: {error}") from None
 
 
+def checked_cluster_device(name: str) -> None:
+    """--device with --cluster names what each task asks for; the cluster's devices are not this machine's."""
+    from bkprof.cluster import ClusterError, device_kind
+
+    try:
+        device_kind(name)
+    except ClusterError as error:
+        raise BadInput(str(error)) from None
+
+
 def checked_device(name: str):
     """The torch device `name` (auto: cuda when there is one, else cpu; cpu, cuda, cuda:1, ...);
     one line naming --device when it cannot run here."""

@@ -6,9 +6,10 @@ from typing import Annotated, Optional
 
 from bkprof.cli import app
 from bkprof.cli.errors import BadInput, Command
-from bkprof.cli.options import (Cluster, FormatOpt, Output, Variants, checked_backend, checked_device, choice_option,
-                                device_option, emit_report, flag, integer_option, output_folder_option, profile_modes,
-                                progress_bar, text_option, variant_names, warn_if_busy)
+from bkprof.cli.options import (Cluster, FormatOpt, Output, Variants, checked_backend, checked_cluster_device,
+                                checked_device, choice_option, device_option, emit_report, flag, integer_option,
+                                output_folder_option, profile_modes, progress_bar, text_option, variant_names,
+                                warn_if_busy)
 from bkprof.sweep.axes import AXES
 from bkprof.sweep.job import DATA_SUFFIXES, PLOT_SUFFIXES, PRESETS
 from bkprof.variants.fields import FIELDS
@@ -68,6 +69,8 @@ def sweep(
         plan = build_plan(given, variant_names(variant), preset, backend)
     except ValueError as error:
         raise BadInput(str(error)) from None
+    if cluster is not None:
+        checked_cluster_device(device)
     if cluster is None or device == "cpu":  # a cluster's GPUs are not this machine's: nothing to check here
         checked_backend(backend, checked_device(device))
     folders = [(output_dir, "--output-dir", DATA_SUFFIXES), (plot, "--plot", PLOT_SUFFIXES)]

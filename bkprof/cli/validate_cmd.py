@@ -6,9 +6,9 @@ from typing import Annotated, Optional
 
 from bkprof.cli import app
 from bkprof.cli.errors import BadInput, Command
-from bkprof.cli.options import (Cluster, FormatOpt, Output, Variants, checked_backend, checked_device, device_option, emit_report, flag,
-                                integer_option, number_option, output_folder_option, positive, progress_bar,
-                                text_option, variant_names)
+from bkprof.cli.options import (Cluster, FormatOpt, Output, Variants, checked_backend, checked_cluster_device,
+                                checked_device, device_option, emit_report, flag, integer_option, number_option,
+                                output_folder_option, positive, progress_bar, text_option, variant_names)
 from bkprof.cli.report_cmd import HtmlOpt, write_page
 from bkprof.cli.runs import checked_grid_fits, checked_runs_file, failed_runs, interrupted_keeps
 from bkprof.variants.fields import FIELDS
@@ -117,6 +117,8 @@ def validate(
     from bkprof.validate.train import Recipe
 
     trains_here = not report_only and (cluster is None or device == "cpu")
+    if cluster is not None:
+        checked_cluster_device(device)
     if trains_here:  # a report trains nothing, a cluster's GPUs are not this machine's: nothing to check here
         # the backend is checked on the training device; FLOPs are counted on the CPU with vectorized
         checked_backend(backend, checked_device(device))
