@@ -173,6 +173,30 @@ Output = Annotated[Optional[str], text_option(
     "--output", "Write the report to this file (whole or not at all; folders are created).", "FILE", checked_file)]
 
 
+
+def _cluster_address(ctx: typer.Context, param: typer.CallbackParam, value):
+    """A Ray cluster's address, Ray to reach it and its head answering, checked while the options are parsed."""
+    if value is None:
+        return value
+    if not value.strip():
+        raise BadInput(f"{param.opts[0]} '': an empty address; name a Ray cluster's head (host:port) or auto")
+    from bkprof.cluster import ClusterError, check_address, import_ray
+
+    try:
+        import_ray()
+        check_address(value)
+    except ClusterError as error:
+        raise BadInput(str(error)) from None
+    return value
+
+
+# Ray is imported only when this is given (bkprof.cluster); docs/cluster.md
+Cluster = Annotated[Optional[str], text_option(
+    "--cluster", "Run each run as a Ray task on the cluster whose head is at ADDRESS (host:port; this machine "
+    "one of its nodes), or auto (the cluster RAY_ADDRESS names); this machine records and reports. Needs Ray: "
+    "bkprof's cluster extra (docs/cluster.md).", "ADDRESS", _cluster_address)]
+
+
 def device_option(help: str = "Where to run: auto (cuda when there is one), cpu, cuda, cuda:1, ..."):
     return text_option("--device", help, "DEVICE")
 
@@ -285,6 +309,16 @@ def checked_backend(name: str, device) -> str:
         return resolve_backend(name, device).name
     except ValueError as error:
         raise BadInput(f"--backend: {error}") from None
+
+
+def checked_cluster_device(name: str) -> None:
+    """--device with --cluster names what each task asks for; the cluster's devices are not this machine's."""
+    from bkprof.cluster import ClusterError, device_kind
+
+    try:
+        device_kind(name)
+    except ClusterError as error:
+        raise BadInput(str(error)) from None
 
 
 def checked_device(name: str):

@@ -6,9 +6,10 @@ from typing import Annotated, Optional
 
 from bkprof.cli import app
 from bkprof.cli.errors import BadInput, Command
-from bkprof.cli.options import (FormatOpt, Output, Variants, checked_backend, checked_device, choice_option,
-                                device_option, emit_report, flag, integer_option, output_folder_option, profile_modes,
-                                progress_bar, text_option, variant_names, warn_if_busy)
+from bkprof.cli.options import (Cluster, FormatOpt, Output, Variants, checked_backend, checked_cluster_device,
+                                checked_device, choice_option, device_option, emit_report, flag, integer_option,
+                                output_folder_option, profile_modes, progress_bar, text_option, variant_names,
+                                warn_if_busy)
 from bkprof.sweep.axes import AXES
 from bkprof.sweep.job import DATA_SUFFIXES, PLOT_SUFFIXES, PRESETS
 from bkprof.variants.fields import FIELDS
@@ -52,6 +53,7 @@ def sweep(
     output_dir: Annotated[Optional[str], output_folder_option(
         "--output-dir", "Save sweep.csv, sweep.json and scaling.csv here", DATA_SUFFIXES)] = None,
     plot: Annotated[Optional[str], output_folder_option("--plot", "Save PNG plots in this folder", PLOT_SUFFIXES)] = None,
+    cluster: Cluster = None,
     format: FormatOpt = "table",
     output: Output = None,
 ) -> None:
@@ -67,7 +69,10 @@ def sweep(
         plan = build_plan(given, variant_names(variant), preset, backend)
     except ValueError as error:
         raise BadInput(str(error)) from None
-    checked_backend(backend, checked_device(device))
+    if cluster is not None:
+        checked_cluster_device(device)
+    if cluster is None or device == "cpu":  # a cluster's GPUs are not this machine's: nothing to check here
+        checked_backend(backend, checked_device(device))
     folders = [(output_dir, "--output-dir", DATA_SUFFIXES), (plot, "--plot", PLOT_SUFFIXES)]
     described = {"axes": plan.axes, "variants": plan.variants, **settings.as_dict()}
     with output_folders(folders, described, files=[(output, "--output")]) as (data_folder, plot_folder):
@@ -77,7 +82,10 @@ def sweep(
                 where = ", ".join(f"{name}={row[name]}" for name in plan.axes)
                 update(f"{row['variant']} {where}", advance=1)
 
-            report = run_plan(plan, settings, on_row=advance)
+            try:
+                report = run_plan(plan, settings, on_row=advance, cluster=cluster)
+            except ValueError as error:  # --cluster's own problems (bkprof.cluster.ClusterError)
+                raise BadInput(str(error)) from None
         save_outputs(report, plan, data_folder, plot_folder)
 
     emit_report(report, format, output)

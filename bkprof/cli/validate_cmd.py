@@ -6,9 +6,9 @@ from typing import Annotated, Optional
 
 from bkprof.cli import app
 from bkprof.cli.errors import BadInput, Command
-from bkprof.cli.options import (FormatOpt, Output, Variants, checked_backend, checked_device, choice_option,
-                                device_option, emit_report, flag, integer_option, number_option, output_folder_option, positive, progress_bar,
-                                text_option, variant_names)
+from bkprof.cli.options import (Cluster, FormatOpt, Output, Variants, checked_backend, checked_cluster_device,
+                                checked_device, choice_option, device_option, emit_report, flag, integer_option,
+                                number_option, output_folder_option, positive, progress_bar, text_option, variant_names)
 from bkprof.cli.report_cmd import HtmlOpt, write_page
 from bkprof.cli.runs import checked_grid_fits, checked_runs_file, failed_runs, interrupted_keeps
 from bkprof.variants.fields import FIELDS
@@ -112,9 +112,12 @@ def validate(
                       "wiki.{train,valid,test}.tokens, or valid.txt + test.txt); default: the copy bkprof ships "
                       "(validation and test splits).", "FOLDER")] = None,
     device: Annotated[str, device_option("Where to train: cpu, cuda (every visible GPU, one worker each), "
-                                         "cuda:1, auto.")] = "cpu",
+                                         "cuda:1, auto; with --cluster: what each run asks for, one CPU or "
+                                         "(cuda) one GPU.")] = "cpu",
     jobs_per_device: Annotated[int, integer_option("--jobs-per-device", "Runs at once on each device "
-                               "(separate processes; small models are bound by the host).")] = 1,
+                               "(separate processes; small models are bound by the host; with --cluster: "
+                               "runs sharing one GPU).")] = 1,
+    cluster: Cluster = None,
     runs_file: Annotated[Optional[str], text_option("--runs-file", "JSON Lines file each finished run is "
                          "appended to (default: beside --output as NAME.runs.jsonl, else validate-runs.jsonl).",
                          "FILE")] = None,
@@ -144,7 +147,10 @@ def validate(
     from bkprof.validate.runner import Plan, run_grid
     from bkprof.validate.train import Recipe
 
-    if not report_only:  # a report trains nothing: no device or backend to check (and no torch to load)
+    trains_here = not report_only and (cluster is None or device == "cpu")
+    if cluster is not None:
+        checked_cluster_device(device)
+    if trains_here:  # a report trains nothing, a cluster's GPUs are not this machine's: nothing to check here
         # the backend is checked on the training device; FLOPs are counted on the CPU with vectorized
         checked_backend(backend, checked_device(device))
         _checked_step(step, hiding, device)
@@ -160,11 +166,11 @@ def validate(
                     Recipe(d_model=widths[0], n_seq=n_seq, layers=layers, tokens=tokens, batch=batch, lr=rates[0],
                            backend=backend, balance_weight=balance_weight, hiding=hiding),
                     corpus=corpus, test_tokens=_test_tokens(test_tokens),
-                    devices=(device,) if report_only else _devices(device),
+                    devices=(device,) if report_only or cluster else _devices(device),
                     jobs_per_device=jobs_per_device, runs_file=runs_file, resume=resume,
                     report_only=report_only, widths=tuple(widths), lrs=tuple(rates),
-                    controls=not no_controls, reference=not no_reference, step=step)
-        if not report_only:
+                    controls=not no_controls, reference=not no_reference, step=step, cluster=cluster)
+        if trains_here:
             checked_grid_fits(plan)
         with output_folders([(plot, "--plot", PLOT_SUFFIXES)], {"command": "validate"},
                             files=[(output, "--output"), (runs_file, "--runs-file"), (html, "--html")]) as (plot_folder,):

@@ -6,7 +6,7 @@ one line and exit code 2); a point that fails while it runs is a row with its er
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -89,18 +89,52 @@ def _measures(settings: SweepSettings) -> list:
     return measures
 
 
-def run_plan(plan: SweepPlan, settings: SweepSettings, on_row: Callable[[dict], None] | None = None) -> Report:
-    """Run every point (`on_row(row)` after each), then build the report."""
+def run_plan(plan: SweepPlan, settings: SweepSettings, on_row: Callable[[dict], None] | None = None,
+             cluster: str | None = None) -> Report:
+    """Run every point (`on_row(row)` after each), here or, with `cluster` (a Ray address or auto), as
+    tasks on that cluster; then build the report."""
     from bkprof.sweep.report import sweep_report
 
-    rows = run_sweep(plan, _measures(settings), on_row=on_row)
+    if cluster is None:
+        rows, described = run_sweep(plan, _measures(settings), on_row=on_row), None
+    else:
+        rows, described = _run_on_cluster(plan, settings, on_row or (lambda row: None), cluster)
     report = sweep_report(plan, rows, settings.as_dict())
+    if described is not None:
+        report.payload["cluster"] = described
     if settings.preset == "ablations":
         from bkprof.sweep.ablations import ablation_tables
 
         # one table per ablated axis; the whole grid stays in the CSV and JSON
         report.tables = ablation_tables(rows, report.payload["scaling"], plan, plan.reference())
     return report
+
+
+def _run_on_cluster(plan: SweepPlan, settings: SweepSettings, on_row: Callable[[dict], None],
+                    address: str) -> tuple[list[dict], dict]:
+    """Each row a task on the cluster (bkprof.cluster); the rows in the plan's order, whatever order they
+    come back in, and what the report says of the cluster."""
+    from bkprof.cluster import Task, session
+    from bkprof.sweep.run import measured, planned_rows
+
+    planned = planned_rows(plan)
+    with session(address) as cluster:
+        device, _ = cluster.placement(settings.device if settings.profile else "cpu")
+        measures = _measures(replace(settings, device=device))
+
+        def task(row: dict, config) -> Task:
+            def done(columns: dict) -> None:
+                row.update(columns)
+                on_row(row)
+
+            return Task(measured, (row["variant"], config, row["batch"], measures), done,
+                        lambda error: done({"error": error}))
+
+        for row, config in planned:
+            if config is None:  # an invalid point: its row is already whole
+                on_row(row)
+        cluster.run([task(row, config) for row, config in planned if config is not None])
+        return [row for row, _ in planned], cluster.describe()
 
 
 def save_outputs(report: Report, plan: SweepPlan, output_dir: Path | None, plot_dir: Path | None) -> list[Path]:

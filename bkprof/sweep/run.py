@@ -54,22 +54,29 @@ def run_sweep(plan: SweepPlan, measures: list[Measure],
               on_row: Callable[[dict], None] | None = None) -> list[dict]:
     """One row per point and variant: the axis values, the measures' columns, and `error` (None when it ran)."""
     rows = []
+    for row, config in planned_rows(plan):
+        if config is not None:
+            row.update(measured(row["variant"], config, row["batch"], measures))
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    return rows
+
+
+def planned_rows(plan: SweepPlan) -> list[tuple[dict, LayerConfig | None]]:
+    """(row, its config) of every point and variant in the plan's order; an invalid point's row has its
+    `error` and no config."""
+    planned = []
     for point in plan.points():
         try:
             config, problem = point_config(point, plan.config_extra), None
         except ValueError as error:
             config, problem = None, f"invalid config: {error}"
-        for variant in plan.variants:
-            row = {"variant": variant, **point, "error": problem}
-            if config is not None:
-                row.update(_measured(variant, config, point["batch"], measures))
-            rows.append(row)
-            if on_row is not None:
-                on_row(row)
-    return rows
+        planned += [({"variant": variant, **point, "error": problem}, config) for variant in plan.variants]
+    return planned
 
 
-def _measured(variant: str, config: LayerConfig, batch: int, measures: list[Measure]) -> dict:
+def measured(variant: str, config: LayerConfig, batch: int, measures: list[Measure]) -> dict:
     columns: dict = {}
     try:
         for measure in measures:

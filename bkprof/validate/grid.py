@@ -11,6 +11,7 @@ and the test tokens it was scored on match.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -171,11 +172,8 @@ def _worker(device_name: str, recipe: Recipe, corpus_args: tuple, tasks, results
     _die_with_parent()
     import torch
 
-    from bkprof.validate.corpus import load_corpus
-    from bkprof.validate.runner import limited_corpus
-
     torch.set_num_threads(1)
-    corpus = limited_corpus(load_corpus(corpus_args[0]), corpus_args[1])
+    corpus = _loaded_corpus(corpus_args)
     while (spec := tasks.get()) is not None:
         def progress(n, spec=spec):
             if n % PROGRESS_EVERY == 0:
@@ -184,6 +182,24 @@ def _worker(device_name: str, recipe: Recipe, corpus_args: tuple, tasks, results
             results.put(("done", spec, run_one(spec, recipe, corpus, device_name, progress, step)))
         except Exception as error:  # one failing run (out of memory, say) must not stop the grid
             results.put(("failed", spec, f"{type(error).__name__}: {error}"))
+
+
+@functools.lru_cache(maxsize=2)
+def _loaded_corpus(corpus_args: tuple):
+    """The corpus of (folder, test tokens), loaded once per process (a Ray worker process runs many runs)."""
+    from bkprof.validate.corpus import load_corpus
+    from bkprof.validate.runner import limited_corpus
+
+    return limited_corpus(load_corpus(corpus_args[0]), corpus_args[1])
+
+
+def train_on_a_node(spec: RunSpec, recipe: Recipe, corpus_args: tuple, device_name: str, step: str = "auto") -> dict:
+    """One run as a cluster task (bkprof.cluster): one torch thread, as in a worker process, so that the
+    numbers match the local runs' and runs sharing a node do not fight over its cores."""
+    import torch
+
+    torch.set_num_threads(1)
+    return run_one(spec, recipe, _loaded_corpus(corpus_args), device_name, step=step)
 
 
 def _die_with_parent() -> None:

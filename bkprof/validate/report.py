@@ -42,12 +42,22 @@ def _settings_table(doc: dict):
                "role: reference = dense and the Transformer reference (not a BK variant, "
                f"{doc['recipe']['reference']}); control = a claim variant's no-skip setting. vs dense: mean test "
                "ppl over seeds against dense's of the same width and learning rate; ÷ dense: FLOPs per token "
-               "against dense's (whole model; blocks: the residual blocks alone).")
+               "against dense's (whole model; blocks: the residual blocks alone)." + _where_it_ran(doc))
     return Table("Test perplexity and training cost per setting and width", pd.DataFrame(rows),
                  {"test ppl": "{:,.2f}", "± std": "{:.2f}", "train FLOPs/token": "{:,.0f}", "÷ dense": "{:.2f}×",
                   "blocks ÷ dense": "{:.2f}×", "sparsity reached": "{:.3f}", "tokens/s": "{:,.0f}",
                   "wall s": "{:.1f}", "peak MiB": "{:,.1f}", "lr": "{:g}"}, caption,
                  essential=("variant", "setting", "d", "seeds", "test ppl", "± std", "vs dense (same d)"))
+
+
+def _where_it_ran(doc: dict) -> str:
+    """With --cluster: the cluster's nodes, those lost, and the retry bound (bkprof.cluster)."""
+    cluster = doc.get("cluster")
+    if not cluster:
+        return ""
+    return (f" This session's {sum(cluster['runs_by_node'].values())} run(s) ran as Ray tasks on a cluster of "
+            f"{cluster['nodes']} node(s), {cluster['nodes_lost']} lost meanwhile; a run whose node was lost ran "
+            f"again elsewhere, at most {cluster['max_retries']} times.")
 
 
 def _comparisons_table(doc: dict):

@@ -11,6 +11,7 @@ from bkprof.validate.grid import RunsFile, _worker, grid_identity, identity, pla
 from bkprof.validate.train import REFERENCE, Recipe, RunSpec
 
 Progress = Callable[[int, str], None]  # (steps advanced, description)
+Finish = Callable[[RunSpec, "dict | None", "str | None"], None]  # (run, measured, error): record it or its failure
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Plan:
     controls: bool = True              # plan each claim variant's no-skip control
     reference: bool = True             # plan the Transformer reference (dense is planned whatever --variant says)
     step: str = "auto"                 # how training steps run (bkprof.validate.step); not in a run's identity
+    cluster: str | None = None         # a Ray cluster's address (or auto): each run a task there (bkprof.cluster)
 
     def __post_init__(self):
         object.__setattr__(self, "widths", tuple(self.widths) or (self.recipe.d_model,))
@@ -147,6 +149,32 @@ def _run_in_workers(todo: list[RunSpec], plan: Plan, finish, progress: Progress)
                 worker.kill()
 
 
+def _run_on_cluster(todo: list[tuple[Recipe, RunSpec]], plan: Plan, finisher: Callable[[Recipe], Finish],
+                    progress: Progress) -> dict:
+    """Every run of every recipe at once as a task on the cluster; the driver records each as it returns.
+    Progress moves by a run's steps when it returns (tasks send no messages while they train).
+    Returns what the report says of the cluster."""
+    from bkprof.cluster import Task, session
+    from bkprof.validate.grid import train_on_a_node
+
+    corpus_args = (plan.corpus, plan.test_tokens)
+    with session(plan.cluster) as cluster:
+        kind, _ = cluster.placement(plan.devices[0], plan.jobs_per_device)
+
+        def task(recipe: Recipe, spec: RunSpec) -> Task:
+            finish, label = finisher(recipe), _label(spec)
+
+            def done(measured: dict | None, error: str | None = None) -> None:
+                finish(spec, measured, error)
+                progress(recipe.steps, label)
+
+            return Task(train_on_a_node, (spec, recipe, corpus_args, kind, plan.step), done,
+                        lambda error: done(None, error))
+
+        cluster.run([task(recipe, spec) for recipe, spec in todo])
+        return cluster.describe()
+
+
 def _label(spec: RunSpec) -> str:
     setting = "".join(f" {k}={v}" for k, v in (("s", spec.sparsity), ("f", spec.downsample)) if v is not None)
     return f"{spec.variant}{setting} seed {spec.seed}"
@@ -202,23 +230,37 @@ def run_grid(plan: Plan, progress: Progress | None = None, on_total: Callable[[i
     progress = progress or (lambda advance, text: None)
     if on_total is not None:
         on_total(sum(r.steps for r, _ in todo))
-    for recipe in plan.recipes():   # one recipe at a time: the workers take one recipe each
+
+    def finisher(recipe: Recipe) -> Finish:
         here = dataclasses.replace(plan, recipe=recipe)
 
-        def finish(spec: RunSpec, measured: dict | None, error: str | None, here=here) -> None:
+        def finish(spec: RunSpec, measured: dict | None, error: str | None) -> None:
             if error is not None:
-                failures.append({**spec.key(), "d_model": here.recipe.d_model, "lr": here.recipe.lr, "error": error})
+                failures.append({**spec.key(), "d_model": recipe.d_model, "lr": recipe.lr, "error": error})
                 return
             store.append(_record(spec, here, corpus, measured, costs))
 
+        return finish
+
+    skipped = len(planned) - len(todo)
+    if plan.cluster is None:
+        _run_locally(todo, plan, corpus, finisher, progress)
+        return _document(plan, corpus, store, failures, skipped, tensors=lambda: corpus)
+    cluster = _run_on_cluster(todo, plan, finisher, progress) if todo else None
+    return {**_document(plan, corpus, store, failures, skipped, tensors=lambda: corpus), "cluster": cluster}
+
+
+def _run_locally(todo: list[tuple[Recipe, RunSpec]], plan: Plan, corpus, finisher: Callable[[Recipe], Finish],
+                 progress: Progress) -> None:
+    for recipe in plan.recipes():   # one recipe at a time: the workers take one recipe each
+        here = dataclasses.replace(plan, recipe=recipe)
         specs = [s for r, s in todo if r == recipe]
         if not specs:
             continue
         if len(plan.devices) * plan.jobs_per_device == 1:
-            _run_here(specs, here, corpus, finish, progress)
+            _run_here(specs, here, corpus, finisher(recipe), progress)
         else:
-            _run_in_workers(specs, here, finish, progress)
-    return _document(plan, corpus, store, failures, skipped=len(planned) - len(todo), tensors=lambda: corpus)
+            _run_in_workers(specs, here, finisher(recipe), progress)
 
 
 def report_grid(plan: Plan) -> dict:
