@@ -106,10 +106,11 @@ class Session:
         options = self.remote.options(max_retries=MAX_RETRIES, retry_exceptions=False, **self.resources)
         out = {options.remote(task.function, *task.args): task for task in tasks}
         while out:
+            self.stopper.check()
             ready, _ = ray.wait(list(out), num_returns=1, timeout=POLL_S)
-            for ref in ready:
-                with self.stopper.held():  # a run that came back is recorded whole before a signal ends this
-                    self._deliver(ref, out.pop(ref))
+            for ref in ready:  # a run that came back is recorded whole before a signal ends this
+                self._deliver(ref, out.pop(ref))
+        self.stopper.check()
 
     def _deliver(self, ref, task: Task) -> None:
         try:
@@ -157,8 +158,8 @@ def session(address: str) -> Iterator[Session]:
 
 
 class _Signalled(BaseException):
-    """A signal inside the session: a BaseException, so that no `except Exception` in Ray's calls
-    (where the driver waits) swallows it."""
+    """A signal inside the session: a BaseException, so that no `except Exception` on the way out
+    swallows it."""
 
     def __init__(self, number: int):
         super().__init__(number)
@@ -169,28 +170,24 @@ class _Stopper:
     """SIGINT, SIGTERM and SIGHUP end the session (the driver disconnected, its tasks ended with it, further
     signals ignored meanwhile), then go to the handlers there were before (the command's: exit 130).
 
-    Blocking signals in the main thread (bkprof.report.io.signals_held, around a runs-file append) does
-    not hold them off here: Ray's own threads take them, and Python runs the handler in the main thread
-    at once. So a signal that comes while a run is handed over waits here until it is recorded."""
+    The handler only notes the signal; the driver's loop acts on it (`check`) between its waits, each
+    at most POLL_S long. Raising from the handler itself went wrong two ways: inside Ray's Cython
+    wait it surfaced as "SystemError: ... returned a result with an exception set" (exit 1, not 130;
+    1 interrupt test in ~10 under load), and blocking signals in the main thread around a runs-file
+    append (bkprof.report.io.signals_held) does not hold them off here (Ray's own threads take them,
+    and Python runs the handler in the main thread at once), so a raise could land inside the append."""
 
     def __init__(self):
-        self.holding, self.pending = False, None
+        self.pending = None
 
     def __call__(self, number, frame):
         for each in SIGNALS:
             signal.signal(each, signal.SIG_IGN)
-        if self.holding:
+        if self.pending is None:
             self.pending = number
-            return
-        raise _Signalled(number)
 
-    @contextlib.contextmanager
-    def held(self):
-        self.holding = True
-        try:
-            yield
-        finally:
-            self.holding = False
+    def check(self) -> None:
+        """End the session now if a signal came."""
         if self.pending is not None:
             raise _Signalled(self.pending)
 
@@ -204,6 +201,7 @@ class _Stopper:
             signal.signal(number, self)
         try:
             yield
+            self.check()  # a signal during the last wait or the join
         except _Signalled as signalled:
             _restore(before)
             handler = before[signalled.number]
