@@ -171,11 +171,9 @@ class _Stopper:
     signals ignored meanwhile), then go to the handlers there were before (the command's: exit 130).
 
     The handler only notes the signal; the driver's loop acts on it (`check`) between its waits, each
-    at most POLL_S long. Raising from the handler itself went wrong two ways: inside Ray's Cython
-    wait it surfaced as "SystemError: ... returned a result with an exception set" (exit 1, not 130;
-    1 interrupt test in ~10 under load), and blocking signals in the main thread around a runs-file
-    append (bkprof.report.io.signals_held) does not hold them off here (Ray's own threads take them,
-    and Python runs the handler in the main thread at once), so a raise could land inside the append."""
+    at most POLL_S long, so a run that came back is recorded whole first. Raising from the handler
+    itself surfaced inside Ray's Cython wait as "SystemError: ... returned a result with an exception
+    set" (exit 1, not 130; 1 interrupt test in ~10 under load)."""
 
     def __init__(self):
         self.pending = None

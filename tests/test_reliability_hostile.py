@@ -551,3 +551,32 @@ def test_a_full_disk_under_an_output_set_names_the_option_and_keeps_the_old_set(
             (folder / "big.csv").write_bytes(b"x" * 200_000)  # more than the 64 KiB disk holds
     assert whole_set(out) and json.loads((out / MANIFEST).read_text())["config"]["generation"] == 1
     assert sorted(p.name for p in tiny_disk.iterdir()) == ["out"]
+
+
+HELD_WITH_A_THREAD = """
+import os, signal, threading, time
+from bkprof.report.io import signals_held
+
+events = []
+signal.signal(signal.SIGTERM, lambda number, frame: events.append("handler"))
+idle = threading.Event()
+threading.Thread(target=idle.wait, daemon=True).start()  # a thread that does not block the signal
+with signals_held():
+    os.kill(os.getpid(), signal.SIGTERM)
+    end = time.monotonic() + 0.3
+    while time.monotonic() < end:  # bytecode runs: a handler allowed to run would run here
+        pass
+    events.append("block ended")
+idle.set()
+print(",".join(events))
+"""
+
+
+def test_signals_held_holds_them_while_another_thread_runs():
+    """A process-directed signal goes to a thread that does not block it; Python then runs the handler
+    in the main thread at once. Held means after the block: "block ended,handler", never the reverse
+    (with pthread_sigmask alone this printed "handler,block ended")."""
+    done = subprocess.run([sys.executable, "-c", HELD_WITH_A_THREAD], capture_output=True, text=True, timeout=60,
+                          env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "block ended,handler"

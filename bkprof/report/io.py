@@ -384,17 +384,30 @@ def _exchange(new: Path, old: Path) -> bool:
     raise OSError(code, os.strerror(code), os.fspath(old))
 
 
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 @contextlib.contextmanager
 def signals_held():
-    """SIGINT, SIGTERM and SIGHUP wait until the block ends (main thread; elsewhere Python runs no handler)."""
+    """SIGINT, SIGTERM and SIGHUP wait until the block ends, then act as they would have (main thread;
+    elsewhere Python runs no handler).
+
+    The block's own handler notes them. Blocking them in the main thread (pthread_sigmask) is not
+    enough: where other threads run (a multiprocessing queue's feeder, Ray's), the kernel hands the
+    signal to one of those, and Python still runs the handler in the main thread at once, inside the
+    block (tests/test_reliability_hostile.py has the case)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+    noted: list[int] = []
+    before = {number: signal.signal(number, lambda number, frame: noted.append(number)) for number in HELD_SIGNALS}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for number, handler in before.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+        for number in dict.fromkeys(noted):
+            signal.raise_signal(number)
 
 
 def _fsync_file(path: Path) -> None:
