@@ -216,3 +216,26 @@ def test_the_stepper_copies_each_batch_into_one_static_buffer(corpus):
     address = stepper.static.data_ptr()
     second = _batch(corpus, seed=5)
     assert stepper._to_device(second).data_ptr() == address and torch.equal(stepper.static, second)
+
+
+def test_auto_runs_eagerly_where_the_step_cannot_be_captured(corpus, monkeypatch):
+    """--step auto means graph on CUDA; a step that cannot be captured (a host sync CUDA would refuse)
+    then runs eagerly, the same run as --step eager (the failed attempt's steps put back), and the
+    record says so. --step graph asked for by name still fails, naming the reason."""
+    from bkprof.profile.timing import NotCapturable
+
+    def refused(step, static):
+        step(static)                        # capture's own first steps ran before it was refused
+        step(static)
+        raise NotCapturable("the training step synchronises with the host (stand-in)")
+
+    monkeypatch.setattr(step_module, "_capture", refused)
+    spec = RunSpec("sparse", 0.6, None, 0)
+    eager = _losses(spec, corpus, "eager")
+    monkeypatch.setattr(step_module, "resolve_step", lambda step, device: "graph")  # what auto is on CUDA
+    fell_back = _losses(spec, corpus, "auto")
+    assert fell_back["step"] == "eager" and "stand-in" in fell_back["step_fallback"]
+    assert fell_back["curve"]["train_loss"] == eager["curve"]["train_loss"]
+    assert eager["step_fallback"] is None
+    with pytest.raises(NotCapturable, match="stand-in"):
+        _losses(spec, corpus, "graph")

@@ -62,7 +62,8 @@ def train_model(model: LanguageModel, spec: RunSpec, recipe: Recipe, corpus, dev
         raise ValueError(f"--step {mode} needs the same number of hidden positions every step "
                          f"(hiding 'fixed'), got hiding {recipe.hiding!r}")
     generator = torch.Generator().manual_seed(10_000 + spec.seed)
-    stepper = Stepper(TrainStep(model, recipe, spec.sparsity, device), mode, compile_options)
+    stepper = Stepper(TrainStep(model, recipe, spec.sparsity, device), mode, compile_options,
+                      eager_if_not_capturable=step == "auto")
     checkpoints, probe = set(checkpoint_steps(recipe.steps)), curve_slice(corpus, recipe)
     test_curve = []
     evaluating = 0.0   # seconds spent on the curve's checkpoints, kept out of the training wall time
@@ -87,7 +88,8 @@ def train_model(model: LanguageModel, spec: RunSpec, recipe: Recipe, corpus, dev
     return {
         "wall_s": wall,
         "setup_s": stepper.setup_s,
-        "step": mode,
+        "step": stepper.mode,
+        "step_fallback": stepper.fallback,   # --step auto: why the step ran eagerly, where it could not be captured
         "steps": recipe.steps,
         "train_tokens": recipe.steps * recipe.batch * recipe.n_seq,
         "final_train_loss": sum(losses[-tail:]) / tail,

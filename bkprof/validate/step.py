@@ -212,14 +212,18 @@ def balance_loss(stats: list[dict], recipe: Recipe, experts: int):
 
 class Stepper:
     """Runs a TrainStep over host batches in one mode; `setup_s` is the time warm-up and capture took (graph),
-    or the first step with its compilation (compiled)."""
+    or the first step with its compilation (compiled). With `eager_if_not_capturable` (--step auto), a
+    step that cannot be captured runs eagerly instead: `mode` then says eager and `fallback` why."""
 
-    def __init__(self, step: TrainStep, mode: str, compile_options: dict | None = None):
+    def __init__(self, step: TrainStep, mode: str, compile_options: dict | None = None,
+                 eager_if_not_capturable: bool = False):
         self.step, self.mode = step, mode
         self.compile_options = compile_options
+        self.eager_if_not_capturable = eager_if_not_capturable
         self.static: torch.Tensor | None = None
         self.run = None
         self.setup_s = 0.0
+        self.fallback: str | None = None
 
     def __call__(self, host: torch.Tensor) -> None:
         if self.run is not None:
@@ -256,14 +260,23 @@ class Stepper:
 
     def _captured(self, host: torch.Tensor):
         """A replay of the captured step. Capture runs real steps first (a sync check, warm-up); the
-        model, AdamW's state, the records and the generator are put back after it."""
+        model, AdamW's state, the records and the generator are put back after it, captured or not."""
+        from bkprof.profile.timing import NotCapturable
+
         step = self.step
         self.static = host.to(step.device)
         snapshot = [p.detach().clone() for p in step.model.parameters()]
         rng = _rng_state(step.device)
-        replay = _capture(step, self.static)
-        step.restart(snapshot)
-        _set_rng_state(rng, step.device)
+        try:
+            replay = _capture(step, self.static)
+        except NotCapturable as refused:
+            if not self.eager_if_not_capturable:
+                raise
+            self.mode, self.fallback, self.static = "eager", str(refused), None
+            return step
+        finally:
+            step.restart(snapshot)
+            _set_rng_state(rng, step.device)
         return lambda batch: replay()
 
     def _compiled(self):
@@ -288,14 +301,17 @@ class Stepper:
 def _capture(step: TrainStep, static: torch.Tensor):
     """The replay of `step` captured as a CUDA graph on `static` (bkprof.profile's capture helper).
     The CPU tests stand in for this one function."""
-    from bkprof.profile.timing import NotCapturable, capture, first_host_sync
+    from bkprof.profile.timing import NotCapturable, capture, first_host_sync, first_line
 
     step(static)   # kernels compiled (Triton), AdamW's state made, allocator filled: none of that is a step's own sync
     torch.cuda.synchronize(static.device)
     sync = first_host_sync(step, static)   # one step with syncs turned into errors
     if sync is not None:
         raise NotCapturable(f"the training step synchronises with the host ({sync})")
-    return capture(step, static).replay
+    try:
+        return capture(step, static).replay
+    except RuntimeError as error:   # an op CUDA refuses while capturing: the message names it
+        raise NotCapturable(f"capturing the training step failed: {first_line(error)}") from error
 
 
 def synchronize(device: torch.device) -> None:

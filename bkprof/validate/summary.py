@@ -75,6 +75,7 @@ def _row(key: tuple, group: list[dict]) -> dict:
         "achieved_sparsity": _mean_of(group, "achieved_sparsity"),
         "tokens_per_s": _mean_of(group, "tokens_per_s"), "wall_s": _mean_of(group, "wall_s"),
         "peak_mib": _mean_of(group, "peak_mib"),
+        "step_modes": sorted({r.get("step") or "eager" for r in group}),
     }
 
 
@@ -223,6 +224,9 @@ def document(plan, data: dict, runs: list[dict], baseline: dict, failures: list[
                         "train_tokens": "input positions seen in training (steps x batch x n_seq)",
                         "tokens_per_s": "train_tokens / wall_s, training loop only (evaluation and the learning "
                                         "curve's checkpoints apart)",
+                        "step_modes": "how the seeds' training steps ran: eager, graph (a CUDA-graph replay) or "
+                                      "compiled; runs recorded before --step existed ran eager. A --step auto run "
+                                      "whose step could not be captured ran eager; its record's step_fallback says why",
                         "peak_mib": "CUDA max_memory_allocated during training, above what was allocated "
                                     "before; null on the CPU",
                         "achieved_sparsity": "1 - mean of the training (Gumbel) masks over the last tenth of "
