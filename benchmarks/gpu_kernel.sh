@@ -3,7 +3,9 @@
 # binary once into a shared cache, the GPU test suite on pytest-xdist workers that share it, the
 # benchmark, the profile at the defaults, and torch.compile(fullgraph=True) of a train step.
 #
-# Usage (repository root): bash benchmarks/gpu_kernel.sh OUT
+# Usage (repository root): bash benchmarks/gpu_kernel.sh OUT [LEFT_S]   (LEFT_S: the seconds gpu_all.sh has left;
+# every stage's limit is cut to what they leave, less 5 s: an outer `timeout` that ends this script
+# does not reach a stage's own `timeout`, which has its own process group and would run on past it)
 # Plumbing check on a CPU: DEVICE=cpu bash benchmarks/gpu_kernel.sh OUT (lists the warm tasks instead
 # of compiling, runs the CPU-runnable tests, skips the benchmark, profiles and compiles with vectorized).
 #
@@ -24,9 +26,13 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/bkprof-triton-cache}  # one cache: warm and every xdist worker
 device=${DEVICE:-cuda}
 log=$out/kernel-log.txt
-stage() {  # stage NAME LIMIT_S COMMAND...: run under a limit, log rc and seconds
+budget=${2:-600}; begun=$(date +%s)
+stage() {  # stage NAME LIMIT_S COMMAND...: run under a limit (cut to the budget's rest), log rc and seconds
     local name=$1 limit=$2; shift 2
     local start=$(date +%s)
+    local rest=$(( budget - (start - begun) - 5 ))
+    [ "$rest" -lt 10 ] && { echo "$name: skipped, no time left" | tee -a "$log"; return; }
+    [ "$rest" -lt "$limit" ] && limit=$rest
     timeout "$limit" "$@" >"$out/$name.txt" 2>&1
     echo "$name: rc $? after $(( $(date +%s) - start )) s (limit $limit s)" | tee -a "$log"
 }
