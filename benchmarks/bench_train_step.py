@@ -30,7 +30,7 @@ from pathlib import Path
 SPECS = {"dense": (None, None), "sparse": (0.6, None), "multiscale": (None, 2), "combined": (0.6, 2),
          "transformer": (None, None)}
 LOSS_STEPS = 20   # per-step task losses kept for the eager / graph / compiled comparison
-READY_TIMEOUT_S = 240  # the longest a process waits for the others to prepare (compile) before timing
+READY_TIMEOUT_S = 150  # the longest a process waits for the others to prepare (compile) before timing
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -48,6 +48,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--blocks", type=int, default=5)
     p.add_argument("--warmup", type=int, default=LOSS_STEPS, help="untimed steps after setup")
     p.add_argument("--backend", default="auto")
+    p.add_argument("--deadline", type=float, default=600,
+                   help="seconds after which the results so far are written and the rest reported as unfinished")
     args = p.parse_args(argv)
     unknown = set(args.variants.split(",")) - set(SPECS)
     if unknown:
@@ -136,7 +138,12 @@ def _child(args, variant, mode, turn, ready, results) -> None:
                      "traceback": traceback.format_exc()[-2000:]})
 
 
-def run(args) -> dict:
+def run(args, on_progress=None) -> dict:
+    """The document; `on_progress(doc)` hears it after each process reports (so a run cut short by a time
+    limit keeps what finished). A process that ends without a word (killed, out of memory) is a row with
+    its exit code as the error; none is waited for longer than `--deadline` seconds in all."""
+    import queue
+
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     variants, modes = args.variants.split(","), args.modes.split(",")
@@ -148,17 +155,48 @@ def run(args) -> dict:
     children = [context.Process(target=_child, args=(args, v, m, turn, ready, results)) for v, m in jobs]
     for child in children:
         child.start()
-    rows = [results.get() for _ in children]
-    for child in children:
-        child.join()
     config = {k: getattr(args, k) for k in ("device", "d_model", "n_seq", "layers", "batch", "steps", "blocks",
                                             "warmup", "backend", "processes")}
+    rows: list[dict] = []
     doc = {"config": config, "rows": rows, "clock": "cuda events" if args.device.startswith("cuda") else "perf_counter"}
-    if args.processes > 1:
-        good = [r for r in rows if "error" not in r]
-        doc["sum_tokens_per_s"] = sum(r["tokens_per_s"]["median"] for r in good)
-    doc["loss_agreement"] = loss_agreement(rows)
+    deadline = time.monotonic() + args.deadline
+    while len(rows) < len(children) and time.monotonic() < deadline:
+        try:
+            rows.append(results.get(timeout=2))
+        except queue.Empty:
+            if not any(child.is_alive() for child in children):
+                break   # every process ended; some without a result
+            continue
+        _summarise(doc, args)
+        if on_progress is not None:
+            on_progress(doc)
+    _account_for_the_silent(rows, jobs, children)
+    for child in children:
+        child.join(timeout=5)
+        if child.is_alive():
+            child.kill()
+    _summarise(doc, args)
     return doc
+
+
+def _account_for_the_silent(rows: list[dict], jobs: list[tuple], children: list) -> None:
+    """A row for each process with no result: its exit code, or that it was still running at the deadline."""
+    reported: dict[tuple, int] = {}
+    for row in rows:
+        reported[(row["variant"], row["mode"])] = reported.get((row["variant"], row["mode"]), 0) + 1
+    for (variant, mode), child in zip(jobs, children):
+        if reported.get((variant, mode), 0) > 0:
+            reported[(variant, mode)] -= 1
+            continue
+        state = "still running at --deadline" if child.is_alive() else f"ended with exit code {child.exitcode}"
+        rows.append({"variant": variant, "mode": mode, "error": f"no result: the process {state}"})
+
+
+def _summarise(doc: dict, args) -> None:
+    rows = doc["rows"]
+    if args.processes > 1:
+        doc["sum_tokens_per_s"] = sum(r["tokens_per_s"]["median"] for r in rows if "error" not in r)
+    doc["loss_agreement"] = loss_agreement(rows)
 
 
 def loss_agreement(rows: list[dict]) -> dict:
@@ -174,8 +212,15 @@ def loss_agreement(rows: list[dict]) -> dict:
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
-    doc = run(args)
-    Path(args.output).write_text(json.dumps(doc, indent=2) + "\n")
+    output = Path(args.output)
+
+    def write(doc: dict) -> None:   # whole or not at all: a kill mid-write leaves the last whole one
+        partial = output.with_name(output.name + ".partial")
+        partial.write_text(json.dumps(doc, indent=2) + "\n")
+        partial.replace(output)
+
+    doc = run(args, on_progress=write)
+    write(doc)
     for row in doc["rows"]:
         rate = row.get("tokens_per_s", {}).get("median")
         print(f"{row['variant']:12s} {row['mode']:9s} " + (f"{rate:14,.0f} tokens/s  setup {row['setup_s']:.1f} s"

@@ -50,15 +50,20 @@ python3 -c "import torch; print('torch', torch.__version__)" >>"$log" 2>&1
 echo "device $device; cores $(nproc); budget $budget s" >>"$log"
 
 # 1. the step's speed per variant and mode
-timeout "$(limit 200)" python3 benchmarks/bench_train_step.py "$out/step.json" --device "$device" --modes "$modes" \
-    "${size[@]}" "${bench[@]}" --backend "$backend" >"$out/step.txt" 2>"$out/step-stderr.txt"
+# (--deadline inside the limit: the benchmark writes its rows so far and names the unfinished itself)
+lim=$(limit 200)
+timeout "$lim" python3 benchmarks/bench_train_step.py "$out/step.json" --device "$device" --modes "$modes" \
+    "${size[@]}" "${bench[@]}" --backend "$backend" --deadline $(( lim > 20 ? lim - 10 : lim )) \
+    >"$out/step.txt" 2>"$out/step-stderr.txt"
 echo "step: rc $? at $(( $(date +%s) - start )) s" >>"$log"
 
 # 2. several processes at once (dense, the default mode of the device)
 mode=$([ "$device" = cpu ] && echo eager || echo graph)
 for p in "${procs[@]}"; do
-    timeout "$(limit 30)" python3 benchmarks/bench_train_step.py "$out/step-$p.json" --device "$device" \
+    lim=$(limit 30)
+    timeout "$lim" python3 benchmarks/bench_train_step.py "$out/step-$p.json" --device "$device" \
         --modes "$mode" --variants dense --processes "$p" "${size[@]}" "${bench[@]}" --backend "$backend" \
+        --deadline $(( lim > 20 ? lim - 10 : lim )) \
         >"$out/step-$p.txt" 2>"$out/step-$p-stderr.txt"
     echo "$p processes: rc $? at $(( $(date +%s) - start )) s" >>"$log"
 done

@@ -102,7 +102,8 @@ def warm(task: tuple[int, int, str, bool]) -> str:
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", SNIPPET.format(batch=batch, n=n, dtype=dtype, train=train)],
                           capture_output=True, text=True)
-    status = "ok" if done.returncode == 0 else "failed: " + done.stderr.strip().splitlines()[-1][:200]
+    last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}, nothing on stderr"])[-1]
+    status = "ok" if done.returncode == 0 else "failed: " + last[:200]
     return f"{dtype} {batch}x{n} {'train' if train else 'forward'}: {time.perf_counter() - started:.0f} s, {status}"
 
 
