@@ -314,6 +314,25 @@ def test_a_device_no_task_can_ask_for_is_one_line(corpus, tmp_path):
                 "bkprof: error: --device 'tpu' with --cluster: must be cpu, cuda, cuda:N or auto"], result.output
 
 
+@needs_ray
+def test_a_step_the_cluster_gpus_would_refuse_is_one_line_before_any_run(corpus, tmp_path):
+    """On a cluster the tasks' device decides the step: with cuda (or auto, which may be cuda there)
+    --step auto is a graph, which needs --hiding fixed, refused on the driver although this machine
+    has no GPU; with --step eager either hiding runs. Nothing is written."""
+    with socket.socket() as head:  # something answers at the address: the step check is what fails
+        head.bind(("127.0.0.1", 0))
+        head.listen()
+        address = f"127.0.0.1:{head.getsockname()[1]}"
+        runs = tmp_path / "runs.jsonl"
+        for device, step, mode in (("cuda", "auto", "graph"), ("auto", "auto", "graph"), ("cuda:1", "compiled", "compiled")):
+            args = _validate_args(corpus, runs, "--device", device, "--step", step, "--hiding", "bernoulli")
+            result = CliRunner().invoke(app, args + ["--cluster", address])
+            assert result.exit_code == 2 and result.stderr.splitlines() == [
+                f"bkprof: error: --step {step} ({mode}) needs --hiding fixed (static shapes), got --hiding "
+                "bernoulli; --step eager takes either"], result.output
+        assert not runs.exists()
+
+
 def test_without_the_option_ray_is_never_imported(corpus, tmp_path):
     runs = [_validate_args(corpus, tmp_path / "runs.jsonl", "--tokens", "64", "--seeds", "1", "--variant", "dense"),
             ["sweep", "--n-seq", "32", "--variant", "dense", "--format", "json"], ["--help"]]

@@ -61,16 +61,23 @@ def _hidings() -> tuple[str, ...]:
     return HIDINGS
 
 
-def _checked_step(step: str, hiding: str, device: str) -> None:
-    """--step graph needs CUDA; graph and compiled need the same number of hidden positions every step."""
+def _checked_step(step: str, hiding: str, device: str, on_cluster: bool = False) -> None:
+    """--step graph needs CUDA; graph and compiled need the same number of hidden positions every step.
+    On a cluster the device is the tasks' (`device_kind`): cuda is judged by its type, not by this
+    machine's GPUs, and with auto the step may become graph there, so auto counts as graph."""
+    import torch
+
+    from bkprof.cluster import device_kind
     from bkprof.validate.step import resolve_step
 
     try:
-        mode = resolve_step(step, checked_device(device))
+        where = torch.device(device_kind(device).replace("auto", "cuda")) if on_cluster else checked_device(device)
+        mode = resolve_step(step, where)
     except ValueError as error:
         raise BadInput(f"{error} (--device {device})") from None
     if mode != "eager" and hiding != "fixed":
-        raise BadInput(f"--step {step} ({mode}) needs --hiding fixed (static shapes), got --hiding {hiding}")
+        raise BadInput(f"--step {step} ({mode}) needs --hiding fixed (static shapes), got --hiding {hiding}; "
+                       "--step eager takes either")
 
 
 def _devices(name: str) -> tuple[str, ...]:
@@ -154,6 +161,8 @@ def validate(
         # the backend is checked on the training device; FLOPs are counted on the CPU with vectorized
         checked_backend(backend, checked_device(device))
         _checked_step(step, hiding, device)
+    elif not report_only:   # the tasks' device, on the cluster
+        _checked_step(step, hiding, device, on_cluster=True)
     for option, value, limit in (("--seeds", seeds, MAX_SEEDS), ("--layers", layers, MAX_LAYERS), ("--tokens", tokens, None),
                                  ("--jobs-per-device", jobs_per_device, MAX_JOBS), (FIELDS["batch"].option, batch, None)):
         positive(option, value, limit)
