@@ -12,7 +12,8 @@
 #    (graph): the learning-rate sweep at 1x tokens (lr 1e-3, 3e-3, 1e-2), the learning curve at 4x and 16x
 #    (lr 3e-3), and at 1x the same runs with --step eager (graph against eager within seed noise)
 #    -> $OUT/curves-{1x,4x,16x,1x-eager}.{json,runs.jsonl}. 1x = 200 steps of 64 x 256 = 3,276,800 tokens.
-# 4. GRID=1: the committed width grid (d = 64/128/256, 7 settings, 3 seeds) with what budget is left.
+# 4. GRID=1: the committed width grid (d = 64/128/256, 7 settings, 3 seeds) with what budget is left;
+#    GRID=only: the grid alone, with the whole budget (its own device call).
 #
 # Time (assuming >= 1 M tokens/s per graph process, the issue's target, and ~6 M tokens/s summed over ~8
 # processes at once; the budget's timeouts cut any phase that runs long, and every part writes as it goes):
@@ -41,14 +42,17 @@ limit() { local want=$1 reserve=${2:-30}; local l=$(( $(left) - reserve )); [ "$
 if [ "$device" = cpu ]; then
     size=(--d-model 16 --n-seq 16 --layers 1 --batch 4); base=1024; modes=eager  # inductor on 2 cores: minutes
     bench=(--steps 3 --blocks 2 --warmup 3); backend=vectorized; test_tokens=2000; procs=(2)
+    wide_size=(--n-seq 16 --layers 1 --batch 4); widths=16,32,64; wide_jobs=2
 else
     size=(--d-model 128 --n-seq 256 --layers 4 --batch 64); base=3276800; modes=eager,graph,compiled
     bench=(--steps 20 --blocks 5 --warmup 20); backend=${BACKEND:-triton}; test_tokens=all; procs=(2 4 8)
+    wide_size=(--n-seq 256 --layers 4 --batch 64); widths=64,128,256; wide_jobs=12
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >>"$log" 2>&1
 fi
 python3 -c "import torch; print('torch', torch.__version__)" >>"$log" 2>&1
 echo "device $device; cores $(nproc); budget $budget s" >>"$log"
 
+if [ "${GRID:-0}" != only ]; then   # GRID=only: the width grid alone (a second call)
 # 1. the step's speed per variant and mode
 # (--deadline inside the limit: the benchmark writes its rows so far and names the unfinished itself)
 lim=$(limit 200)
@@ -92,12 +96,14 @@ for spec in "1x 1 --lr=1e-3,3e-3,1e-2" "4x 4" "16x 16" "1x-eager 1"; do
             --runs-file "$out/curves-$name.runs.jsonl" --format json --output "$out/curves-$name.json" >>"$log" 2>&1
 done
 
+fi
+
 # 4. the width grid of 2026-12-02's plan, with what is left (GRID=1)
-if [ "${GRID:-0}" = 1 ] && [ "$(left)" -gt 90 ]; then
-    wide=(--device "$device" --backend "$backend" --n-seq 256 --layers 4 --batch 64 --tokens "$base" --seeds 3
+if [ "${GRID:-0}" != 0 ] && [ "$(left)" -gt 90 ]; then
+    wide=(--device "$device" --backend "$backend" "${wide_size[@]}" --tokens "$base" --seeds 3
           --variant sparse --variant multiscale --variant combined --sparsity 0.6 --downsample 2
           --test-tokens "$test_tokens" ${EXTRA:-})
-    timeout "$(limit 600)" python3 -m bkprof validate "${wide[@]}" --d-model 64,128,256 --jobs-per-device 12 \
+    timeout "$(limit 600)" python3 -m bkprof validate "${wide[@]}" --d-model "$widths" --jobs-per-device "$wide_jobs" \
         --runs-file "$out/grid.runs.jsonl" --format json --output "$out/grid.json" --plot "$out/plots" >"$out/grid.log" 2>&1
     echo "grid: rc $? at $(( $(date +%s) - start )) s" >>"$log"
 fi
