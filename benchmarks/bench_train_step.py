@@ -74,7 +74,8 @@ def _measure(args, variant: str, mode: str, turn, ready) -> dict:
 
     from bkprof.validate.corpus import load_corpus
     from bkprof.validate.loop import build_model
-    from bkprof.validate.step import Stepper, TrainStep, host_batch, read_records
+    from bkprof.profile.timing import Measurement
+    from bkprof.validate.step import Stepper, TrainStep, host_batch, read_records, synchronize
     from bkprof.validate.train import Recipe, RunSpec
 
     device = torch.device(args.device)
@@ -95,8 +96,7 @@ def _measure(args, variant: str, mode: str, turn, ready) -> dict:
             stepper(host_batch(corpus.train, recipe, corpus.vocab.mask_id, generator))
 
     steps(args.warmup)   # the first step prepares (capture / compile): setup_s
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
+    synchronize(device)
     _all_prepared(ready)   # nobody times while another process still compiles (host-bound steps would feel it)
     with turn if turn is not None else _NoLock():
         seconds = []
@@ -113,10 +113,11 @@ def _measure(args, variant: str, mode: str, turn, ready) -> dict:
                 steps(args.steps)
                 seconds.append(time.perf_counter() - began)
     losses = read_records(stepper.step)["losses"][:LOSS_STEPS]
-    rates = sorted(args.steps * args.batch * args.n_seq / s for s in seconds)
-    quantile = lambda q: rates[min(len(rates) - 1, round(q * (len(rates) - 1)))]  # noqa: E731
+    block = Measurement.of(seconds, args.warmup, "cuda events" if device.type == "cuda" else "perf_counter")
+    tokens = args.steps * args.batch * args.n_seq   # per block
     return {"variant": variant, "mode": mode, "setup_s": stepper.setup_s, "block_s": seconds,
-            "tokens_per_s": {"median": quantile(0.5), "p10": quantile(0.1), "p90": quantile(0.9)},
+            # the block times' median and spread (bkprof.profile.timing's quantiles) as rates: slow blocks are p10
+            "tokens_per_s": {"median": tokens / block.median, "p10": tokens / block.p90, "p90": tokens / block.p10},
             "first_losses": losses,
             "peak_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None}
 

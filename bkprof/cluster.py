@@ -22,6 +22,8 @@ import threading
 from collections import Counter
 from typing import Any, Callable, Iterator
 
+from bkprof.report.io import restore_signal_handlers
+
 INSTALL = "pip install 'bkprof[cluster]'"
 MAX_RETRIES = 3      # reruns of a task whose node or worker was lost, each
 POLL_S = 1.0         # the driver wakes this often to hear signals while it waits on the cluster
@@ -201,19 +203,14 @@ class _Stopper:
             yield
             self.check()  # a signal during the last wait or the join
         except _Signalled as signalled:
-            _restore(before)
+            restore_signal_handlers(before)
             handler = before[signalled.number]
             if callable(handler):
                 handler(signalled.number, None)
             elif handler != signal.SIG_IGN:  # the default action: end this process as the signal would have
                 os.kill(os.getpid(), signalled.number)
         finally:
-            _restore(before)
-
-
-def _restore(handlers: dict) -> None:
-    for number, handler in handlers.items():
-        signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+            restore_signal_handlers(before)
 
 
 def _join(ray, address: str) -> None:
@@ -225,7 +222,7 @@ def _join(ray, address: str) -> None:
     except Exception as error:  # Ray raises ConnectionError, RuntimeError or ValueError by what went wrong
         raise ClusterError(f"--cluster {address}: cannot join a Ray cluster at {where}: {_first_line(error)}") from None
     finally:
-        _restore(handlers)  # ray.init sets its own SIGTERM handler
+        restore_signal_handlers(handlers)  # ray.init sets its own SIGTERM handler
 
 
 def check_address(address: str) -> None:

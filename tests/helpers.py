@@ -37,3 +37,10 @@ def random_chain(generator: torch.Generator, batch: int | None, n: int, scale: f
     upper = sign * (0.05 + 2 * torch.rand(off, generator=generator, dtype=torch.float64))
     lower = sign * (0.05 + 2 * torch.rand(off, generator=generator, dtype=torch.float64))
     return diag.to(dtype), upper.to(dtype), lower.to(dtype)
+
+
+def weighted_gradients(fn, inputs, weights, grad_of=(True, True, True)):
+    """Gradients of sum(weights * (Re G, Im G)) with respect to the inputs marked in grad_of, G = fn(*inputs)."""
+    leaves = [t.detach().requires_grad_(flag) for t, flag in zip(inputs, grad_of)]
+    (torch.view_as_real(fn(*leaves)) * weights.to(leaves[0].dtype)).sum().backward()
+    return [t.grad for t in leaves]

@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from bkprof.core import BACKENDS, resolve_backend, tridiag_resolvent_diagonal
 from bkprof.core import triton_backend
 from bkprof.variants import VARIANTS, LayerConfig, build
-from tests.helpers import dense_resolvent_diagonal, random_chain, relative_max_error
+from tests.helpers import dense_resolvent_diagonal, random_chain, relative_max_error, weighted_gradients
 
 ON_GPU = triton_backend.available("cuda")
 gpu_only = pytest.mark.skipif(not ON_GPU, reason="needs CUDA and triton")
@@ -184,7 +184,7 @@ def test_public_entry_uses_the_op_and_auto_picks_it():
     assert torch.equal(unbatched, direct[3])
     # unobserved calls skip the dispatcher; observed ones go through the op: same kernels, same bits
     k = upper * lower
-    assert triton_backend._unobserved(diag, k)
+    assert triton_backend._plain(diag, k) and not k.requires_grad
     assert torch.equal(triton_backend.run(diag, k, 1j), OP(diag, k, 0.0, 1.0))
 
 
@@ -212,28 +212,22 @@ def test_gradcheck_float64():
     assert torch.autograd.gradcheck(real_parts, leaves)
 
 
-def _weighted_gradients(fn, inputs, weights, grad_of=(True, True, True)):
-    """Gradients of sum(weights * (Re G, Im G)) with respect to the inputs marked in grad_of."""
-    leaves = [t.detach().requires_grad_(flag) for t, flag in zip(inputs, grad_of)]
-    (torch.view_as_real(fn(*leaves)) * weights.to(leaves[0].dtype)).sum().backward()
-    return [t.grad for t in leaves]
-
 
 def _gradient_truth(diag, upper, lower, z, weights):
     """float64 gradients: autograd through the dense inverse (CPU) for short rows; for long ones the
     vectorized backend's closed form in float64, which tests/test_adjoint.py holds to the dense inverse."""
     inputs = [t.double() for t in (diag, upper, lower)]
     if diag.shape[-1] <= 64:
-        cpu = _weighted_gradients(lambda d, u, l: dense_resolvent_diagonal(d, u, l, z),
+        cpu = weighted_gradients(lambda d, u, l: dense_resolvent_diagonal(d, u, l, z),
                                   [t.cpu() for t in inputs], weights.double().cpu())
         return [g.to(diag.device) for g in cpu]
-    return _weighted_gradients(lambda d, u, l: tridiag_resolvent_diagonal(d, u, l, z, backend="vectorized"),
+    return weighted_gradients(lambda d, u, l: tridiag_resolvent_diagonal(d, u, l, z, backend="vectorized"),
                                inputs, weights.double())
 
 
 def _gradient_error(diag, upper, lower, z, grad_of=(True, True, True)):
     weights = torch.randn(*diag.shape, 2, device="cuda", generator=torch.Generator("cuda").manual_seed(diag.shape[-1]))
-    ours = _weighted_gradients(lambda d, u, l: tridiag_resolvent_diagonal(d, u, l, z, backend="triton"),
+    ours = weighted_gradients(lambda d, u, l: tridiag_resolvent_diagonal(d, u, l, z, backend="triton"),
                                (diag, upper, lower), weights, grad_of)
     truth = _gradient_truth(diag, upper, lower, z, weights)
     for flag, grad in zip(grad_of, ours):

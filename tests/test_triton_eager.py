@@ -20,7 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from bkprof.core import adjoint, sweeps, triton_backend
-from tests.helpers import dense_resolvent_diagonal, random_chain
+from tests.helpers import dense_resolvent_diagonal, random_chain, weighted_gradients
 
 TRAIN_OP = torch.ops.bkprof.tridiag_resolvent_diagonal_triton_train
 ADJOINT_OP = torch.ops.bkprof.tridiag_resolvent_adjoint_triton
@@ -138,11 +138,6 @@ def test_plain_is_false_whenever_something_could_observe(kernels, monkeypatch, w
 
 # ---- the fast path's gradients: the wiring, with the vectorized stand-ins ------------------------
 
-def _weighted_gradients(fn, inputs, weights, grad_of=(True, True, True)):
-    leaves = [t.detach().requires_grad_(flag) for t, flag in zip(inputs, grad_of)]
-    (torch.view_as_real(fn(*leaves)) * weights.to(leaves[0].dtype)).sum().backward()
-    return [t.grad for t in leaves]
-
 
 @pytest.mark.parametrize("grad_of", [(True, True, True), (True, False, False), (False, True, True)])
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
@@ -150,8 +145,8 @@ def test_fast_path_gradients_match_the_dense_inverse(kernels, grad_of, dtype, to
     inputs = _chain(4, 3, 33, 5.0)
     z = 0.3 + 1j
     weights = torch.randn(3, 33, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
-    truth = _weighted_gradients(lambda d, u, l: dense_resolvent_diagonal(d, u, l, z), inputs, weights)
-    ours = _weighted_gradients(lambda d, u, l: triton_backend.run(d, u * l, z), [t.to(dtype) for t in inputs],
+    truth = weighted_gradients(lambda d, u, l: dense_resolvent_diagonal(d, u, l, z), inputs, weights)
+    ours = weighted_gradients(lambda d, u, l: triton_backend.run(d, u * l, z), [t.to(dtype) for t in inputs],
                                weights, grad_of)
     for flag, got, want in zip(grad_of, ours, truth):
         assert (got is not None) == flag

@@ -22,7 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bkprof.core import triton_backend
-from tests.helpers import dense_resolvent_diagonal, random_chain, relative_max_error
+from tests.helpers import dense_resolvent_diagonal, random_chain, relative_max_error, weighted_gradients
 
 NEEDS = ("needs triton and TRITON_INTERPRET=1 before import (the kernels run on the CPU in Triton's "
          "interpreter); .ci/run's interpreter step has them")
@@ -64,11 +64,6 @@ def test_forward_kernel_matches_dense_inverse(batch, n, scale, dtype):
     assert torch.equal(without, out)  # SAVE changes what is stored, not G
 
 
-def _weighted_gradients(fn, inputs, weights, grad_of=(True, True, True)):
-    leaves = [t.detach().requires_grad_(flag) for t, flag in zip(inputs, grad_of)]
-    (torch.view_as_real(fn(*leaves)) * weights.to(leaves[0].dtype)).sum().backward()
-    return [t.grad for t in leaves]
-
 
 @pytest.mark.parametrize("batch, n", SIZES)
 @pytest.mark.parametrize("scale, dtype", [(3.0, torch.float32), (100.0, torch.float32), (20.0, torch.float64)])
@@ -77,9 +72,9 @@ def test_backward_kernel_matches_dense_gradient(batch, n, scale, dtype):
     kernel) against autograd through the float64 dense inverse, for diag, upper and lower."""
     diag, upper, lower, z = _case(batch, n, scale, dtype)
     weights = torch.randn(batch, n, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
-    truth = _weighted_gradients(lambda d, u, l: dense_resolvent_diagonal(d, u, l, z),
+    truth = weighted_gradients(lambda d, u, l: dense_resolvent_diagonal(d, u, l, z),
                                 [t.double() for t in (diag, upper, lower)], weights)
-    ours = _weighted_gradients(lambda d, u, l: triton_backend.run(d, u * l, z), (diag, upper, lower), weights)
+    ours = weighted_gradients(lambda d, u, l: triton_backend.run(d, u * l, z), (diag, upper, lower), weights)
     for got, want in zip(ours, truth):
         assert got.dtype == dtype and not got.isnan().any()
         if want.numel():

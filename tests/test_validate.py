@@ -277,7 +277,7 @@ def test_the_transformer_reference_is_counted_with_attention_and_is_no_bk_varian
 
 
 def test_the_recipe_adds_the_load_balancing_loss_summed_over_blocks():
-    from bkprof.validate.loop import balance_loss
+    from bkprof.validate.step import balance_loss
 
     # E = 2, 4 tokens routed 0, 0, 0, 1: f = (0.75, 0.25); mean probabilities P = (2.6/4, 1.4/4) = (0.65, 0.35);
     # per block 2 * (0.75 * 0.65 + 0.25 * 0.35) = 1.15; two blocks at weight 0.01: 0.023

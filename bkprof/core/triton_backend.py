@@ -50,6 +50,7 @@ import functools
 import math
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode  # on the eager path: imported once, not per call
 from torch.utils.flop_counter import register_flop_formula
 
 from bkprof.core import sweeps
@@ -811,16 +812,9 @@ def _plain(diag: torch.Tensor, k: torch.Tensor) -> bool:
     """True when no compiler, tracer, dispatch mode (FlopCounterMode, fake tensors), functorch
     transform or tensor subclass would see the op, and the launchers can run on diag's device.
     The compiler is asked first: under torch.compile the rest is not traced."""
-    from torch.utils._python_dispatch import _get_current_dispatch_mode
-
     return (not torch.compiler.is_compiling() and type(diag) is torch.Tensor and type(k) is torch.Tensor
             and diag.device.type in KERNEL_DEVICE_TYPES and _get_current_dispatch_mode() is None
             and not torch.jit.is_tracing() and not torch._C._are_functorch_transforms_active())
-
-
-def _unobserved(diag: torch.Tensor, k: torch.Tensor) -> bool:
-    """True when neither autograd nor anything `_plain` rules out would see the op."""
-    return not _needs_grad(diag, k) and _plain(diag, k)
 
 
 def available(device: torch.device | str) -> bool:

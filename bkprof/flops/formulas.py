@@ -96,7 +96,7 @@ def _mm(func, args, kwargs, out):
 @formula("mv", "dot", "vdot", family="matmul",
          rule="2·M·K (mv), 2·K (dot, vdot): 2 per multiply-accumulate; complex: 8 (vdot's conjugation is free)")
 def _mv(func, args, kwargs, out):
-    a, b = args[0], args[1]
+    a = args[0]
     macs = a.numel() if func.overloadpacket is not torch.ops.aten.mv else a.shape[0] * a.shape[1]
     return {"matmul": 2 * macs * (COMPLEX_MAC if _is_complex(_first(out)) else 1)}
 

@@ -404,10 +404,15 @@ def signals_held():
     try:
         yield
     finally:
-        for number, handler in before.items():
-            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+        restore_signal_handlers(before)
         for number in dict.fromkeys(noted):
             signal.raise_signal(number)
+
+
+def restore_signal_handlers(handlers: dict) -> None:
+    """Put back handlers as signal.getsignal gave them (None, a handler not set from Python: the default)."""
+    for number, handler in handlers.items():
+        signal.signal(number, handler if handler is not None else signal.SIG_DFL)
 
 
 def _fsync_file(path: Path) -> None:

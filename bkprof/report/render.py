@@ -9,7 +9,6 @@ not fit side by side (with padding, then without) the table is shown as a record
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import re

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 
 from bkprof.validate.model import LanguageModel
 from bkprof.validate.objective import eval_plan, hide
-from bkprof.validate.step import balance_loss  # noqa: F401  (validate's loss terms live with the step)
 from bkprof.validate.train import Recipe, RunSpec
 
 CURVE_POINTS = 64          # at most this many training-loss points per run (each the mean over its steps)

@@ -242,12 +242,12 @@ def run_grid(plan: Plan, progress: Progress | None = None, on_total: Callable[[i
 
         return finish
 
-    skipped = len(planned) - len(todo)
     if plan.cluster is None:
         _run_locally(todo, plan, corpus, finisher, progress)
-        return _document(plan, corpus, store, failures, skipped, tensors=lambda: corpus)
-    cluster = _run_on_cluster(todo, plan, finisher, progress) if todo else None
-    return {**_document(plan, corpus, store, failures, skipped, tensors=lambda: corpus), "cluster": cluster}
+    else:
+        cluster = _run_on_cluster(todo, plan, finisher, progress) if todo else None
+    doc = _document(plan, corpus, store, failures, len(planned) - len(todo), tensors=lambda: corpus)
+    return doc if plan.cluster is None else {**doc, "cluster": cluster}
 
 
 def _run_locally(todo: list[tuple[Recipe, RunSpec]], plan: Plan, corpus, finisher: Callable[[Recipe], Finish],

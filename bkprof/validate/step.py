@@ -304,7 +304,7 @@ def _capture(step: TrainStep, static: torch.Tensor):
     from bkprof.profile.timing import NotCapturable, capture, first_host_sync, first_line
 
     step(static)   # kernels compiled (Triton), AdamW's state made, allocator filled: none of that is a step's own sync
-    torch.cuda.synchronize(static.device)
+    synchronize(static.device)
     sync = first_host_sync(step, static)   # one step with syncs turned into errors
     if sync is not None:
         raise NotCapturable(f"the training step synchronises with the host ({sync})")
