@@ -42,10 +42,32 @@ def on_the_cluster(test):
     return needs_ray(pytest.mark.xdist_group("cluster")(pytest.mark.timeout(150)(test)))
 
 
+_GIVEN: set[int] = set()   # ports handed out by this module: never handed out twice
+
+
+def _free_ports(count: int) -> list[int]:
+    """`count` distinct free ports, none given before. Each socket stays bound until all are chosen: a
+    port closed at once can come back from the next bind, and Ray refuses a node whose components
+    are given the same port ("... is trying to use a port number ... used by other components")."""
+    held = []
+    try:
+        while len(held) < count:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            if s.getsockname()[1] in _GIVEN:
+                s.close()
+                continue
+            held.append(s)
+        ports = [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
+    _GIVEN.update(ports)
+    return ports
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return _free_ports(1)[0]
 
 
 def _node_env() -> dict:
@@ -69,9 +91,9 @@ class Node:
     def __init__(self, *args: str):
         self.temp = tempfile.mkdtemp(prefix="bkray")  # short: Ray's socket paths must fit 107 bytes
         self.log = open(Path(self.temp) / "start.log", "w+")
-        ports = [a for name in ("--dashboard-agent-listen-port", "--metrics-export-port", "--runtime-env-agent-port",
-                                "--node-manager-port", "--object-manager-port")
-                 for a in (name, str(_free_port()))]
+        names = ("--dashboard-agent-listen-port", "--metrics-export-port", "--runtime-env-agent-port",
+                 "--node-manager-port", "--object-manager-port")
+        ports = [a for name, port in zip(names, _free_ports(len(names))) for a in (name, str(port))]
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--num-cpus", "1",
              "--temp-dir", self.temp, *ports, *args],
